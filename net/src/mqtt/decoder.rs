@@ -2,10 +2,10 @@
 
 use bytes::BytesMut;
 
+use super::MAX_PACKET_SIZE;
 use super::error::{Error, Malformed, ProtocolError};
 use super::packet::{Packet, PacketType, ProtocolVersion};
 use super::primitives::{VarInt, decode_varint};
-use super::MAX_PACKET_SIZE;
 
 /// Which end of the connection decodes: the direction rules (which packets may arrive, the
 /// first packet, Subscription Identifiers in PUBLISH) depend on it.
@@ -108,15 +108,24 @@ impl Decoder {
                 return Ok(None);
             }
             VarInt::TooLong => {
-                return Err(Malformed::VarIntTooLong { field: "remaining length" }.into());
+                return Err(Malformed::VarIntTooLong {
+                    field: "remaining length",
+                }
+                .into());
             }
             VarInt::NonMinimal => {
-                return Err(Malformed::NonMinimalVarInt { field: "remaining length" }.into());
+                return Err(Malformed::NonMinimalVarInt {
+                    field: "remaining length",
+                }
+                .into());
             }
         };
         let total = 1 + len_bytes + remaining;
         if total > self.max_packet_size as usize {
-            return Err(Error::PacketTooLarge { size: total, max: self.max_packet_size });
+            return Err(Error::PacketTooLarge {
+                size: total,
+                max: self.max_packet_size,
+            });
         }
         if buf.len() < total {
             self.needed = total - buf.len();
@@ -146,7 +155,11 @@ impl Decoder {
         if let Some(required) = ptype.fixed_flags()
             && flags != required
         {
-            return Err(Malformed::InvalidHeaderFlags { packet: ptype, flags }.into());
+            return Err(Malformed::InvalidHeaderFlags {
+                packet: ptype,
+                flags,
+            }
+            .into());
         }
         if !ptype.received_by(self.role, self.version) {
             return Err(Error::Protocol(ProtocolError::UnexpectedPacket(ptype)));
@@ -164,7 +177,9 @@ impl Decoder {
                 return Err(Error::Protocol(ProtocolError::UnexpectedPacket(other)));
             }
             (Role::Client, true, PacketType::ConnAck) => {
-                return Err(Error::Protocol(ProtocolError::UnexpectedPacket(PacketType::ConnAck)));
+                return Err(Error::Protocol(ProtocolError::UnexpectedPacket(
+                    PacketType::ConnAck,
+                )));
             }
             _ => {}
         }

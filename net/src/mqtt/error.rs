@@ -62,8 +62,12 @@ impl Error {
             Error::Malformed(m) => m.rule(),
             Error::Protocol(p) => p.rule(),
             Error::PacketTooLarge { .. } => "MQTT-3.1.2-24",
-            Error::UnsupportedProtocol { known_name: false, .. } => "MQTT-3.1.2-1",
-            Error::UnsupportedProtocol { known_name: true, .. } => "MQTT-3.1.2-2",
+            Error::UnsupportedProtocol {
+                known_name: false, ..
+            } => "MQTT-3.1.2-1",
+            Error::UnsupportedProtocol {
+                known_name: true, ..
+            } => "MQTT-3.1.2-2",
             Error::TopicName(t) | Error::TopicFilter(t) => t.rule(),
         }
     }
@@ -74,9 +78,10 @@ impl fmt::Display for Error {
         match self {
             Error::Malformed(m) => write!(f, "malformed packet: {m}")?,
             Error::Protocol(p) => write!(f, "protocol error: {p}")?,
-            Error::PacketTooLarge { size, max } => {
-                write!(f, "packet of {size} bytes exceeds the maximum packet size {max}")?
-            }
+            Error::PacketTooLarge { size, max } => write!(
+                f,
+                "packet of {size} bytes exceeds the maximum packet size {max}"
+            )?,
             Error::UnsupportedProtocol { level, known_name } => {
                 if *known_name {
                     write!(f, "unsupported protocol level {level}")?
@@ -224,7 +229,9 @@ impl fmt::Display for Malformed {
             Malformed::InvalidHeaderFlags { packet, flags } => {
                 write!(f, "{packet:?} with header flags {flags:#06b}")
             }
-            Malformed::VarIntTooLong { field } => write!(f, "{field}: variable byte integer over 4 bytes"),
+            Malformed::VarIntTooLong { field } => {
+                write!(f, "{field}: variable byte integer over 4 bytes")
+            }
             Malformed::NonMinimalVarInt { field } => {
                 write!(f, "{field}: variable byte integer not minimally encoded")
             }
@@ -309,7 +316,9 @@ impl ProtocolError {
             ProtocolError::FirstPacketNotConnect(_) => "MQTT-3.1.0-1",
             ProtocolError::SecondConnect => "MQTT-3.1.0-2",
             ProtocolError::UnexpectedPacket(_) => "MQTT-2.1.2 (packet direction)",
-            ProtocolError::DuplicateProperty(_) => "MQTT-2.2.2.2 (property included more than once)",
+            ProtocolError::DuplicateProperty(_) => {
+                "MQTT-2.2.2.2 (property included more than once)"
+            }
             ProtocolError::InvalidPropertyValue { property, .. } => property.value_rule(),
             ProtocolError::NoTopicFilters => "MQTT-3.8.3-2",
             ProtocolError::NoUnsubscribeFilters => "MQTT-3.10.3-2",
@@ -326,7 +335,9 @@ impl ProtocolError {
 impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ProtocolError::FirstPacketNotConnect(p) => write!(f, "first packet is {p:?}, not CONNECT"),
+            ProtocolError::FirstPacketNotConnect(p) => {
+                write!(f, "first packet is {p:?}, not CONNECT")
+            }
             ProtocolError::SecondConnect => f.write_str("second CONNECT on one connection"),
             ProtocolError::UnexpectedPacket(p) => write!(f, "{p:?} sent in the wrong direction"),
             ProtocolError::DuplicateProperty(p) => write!(f, "property {p:?} included twice"),

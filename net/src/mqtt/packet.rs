@@ -3,17 +3,17 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::MAX_REMAINING_LENGTH;
 use super::decoder::Role;
 use super::error::{EncodeError, Error, Malformed, ProtocolError};
 use super::primitives::{MqttStr, Reader, check_len, put_binary, put_str, put_varint, varint_len};
 use super::properties::{
-    AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, Ctx,
-    DisconnectProperties, Props, SubscribeProperties, UnsubscribeProperties, WillProperties,
+    AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, Ctx, DisconnectProperties,
+    Props, SubscribeProperties, UnsubscribeProperties, WillProperties,
 };
 use super::publish::Publish;
 use super::reason::ReasonCode;
 use super::topic::{self, split_shared};
-use super::MAX_REMAINING_LENGTH;
 
 /// The protocol versions, by their CONNECT protocol level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -216,7 +216,11 @@ impl Packet {
             PacketType::Auth => Packet::Auth(Auth::decode(&mut r)?),
         };
         if !r.is_empty() {
-            return Err(Malformed::TrailingBytes { packet: ptype, len: r.remaining() }.into());
+            return Err(Malformed::TrailingBytes {
+                packet: ptype,
+                len: r.remaining(),
+            }
+            .into());
         }
         Ok(packet)
     }
@@ -317,7 +321,11 @@ fn write_props(p: &impl Props, v: ProtocolVersion, buf: &mut BytesMut) {
 fn read_reason(r: &mut Reader, ptype: PacketType) -> Result<ReasonCode, Error> {
     let code = ReasonCode(r.read_u8("reason code")?);
     if !code.is_valid_for(ptype) {
-        return Err(Malformed::InvalidReasonCode { packet: ptype, code: code.0 }.into());
+        return Err(Malformed::InvalidReasonCode {
+            packet: ptype,
+            code: code.0,
+        }
+        .into());
     }
     Ok(code)
 }
@@ -381,9 +389,17 @@ impl Connect {
             ("MQTT", 5) => ProtocolVersion::V5,
             ("MQIsdp", 3) => ProtocolVersion::V3_1,
             ("MQTT" | "MQIsdp", _) => {
-                return Err(Error::UnsupportedProtocol { level, known_name: true });
+                return Err(Error::UnsupportedProtocol {
+                    level,
+                    known_name: true,
+                });
             }
-            _ => return Err(Error::UnsupportedProtocol { level, known_name: false }),
+            _ => {
+                return Err(Error::UnsupportedProtocol {
+                    level,
+                    known_name: false,
+                });
+            }
         };
         let flags = r.read_u8("connect flags")?;
         if flags & 0x01 != 0 {
@@ -413,17 +429,34 @@ impl Connect {
         };
         let client_id = r.read_str("client identifier")?;
         let will = if has_will {
-            let properties =
-                if protocol.is_v5() { WillProperties::decode(r)? } else { WillProperties::default() };
+            let properties = if protocol.is_v5() {
+                WillProperties::decode(r)?
+            } else {
+                WillProperties::default()
+            };
             let topic = r.read_str("will topic")?;
             topic::validate_topic_name(&topic).map_err(Error::TopicName)?;
             let payload = r.read_binary("will payload")?;
-            Some(LastWill { topic, payload, qos: will_qos, retain: will_retain, properties })
+            Some(LastWill {
+                topic,
+                payload,
+                qos: will_qos,
+                retain: will_retain,
+                properties,
+            })
         } else {
             None
         };
-        let username = if has_username { Some(r.read_str("user name")?) } else { None };
-        let password = if has_password { Some(r.read_binary("password")?) } else { None };
+        let username = if has_username {
+            Some(r.read_str("user name")?)
+        } else {
+            None
+        };
+        let password = if has_password {
+            Some(r.read_binary("password")?)
+        } else {
+            None
+        };
         Ok(Self {
             protocol,
             clean_start: flags & 0x02 != 0,
@@ -514,7 +547,11 @@ impl ConnAck {
         let (reason_code, properties) = if v.is_v5() {
             let rc = ReasonCode(code);
             if !rc.is_valid_for(PacketType::ConnAck) {
-                return Err(Malformed::InvalidReasonCode { packet: PacketType::ConnAck, code }.into());
+                return Err(Malformed::InvalidReasonCode {
+                    packet: PacketType::ConnAck,
+                    code,
+                }
+                .into());
             }
             (rc, ConnAckProperties::decode(r)?)
         } else {
@@ -524,7 +561,11 @@ impl ConnAck {
         if session_present && !reason_code.is_success() {
             return Err(Error::Protocol(ProtocolError::SessionPresentOnError));
         }
-        Ok(Self { session_present, reason_code, properties })
+        Ok(Self {
+            session_present,
+            reason_code,
+            properties,
+        })
     }
 
     fn body_len(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
@@ -557,7 +598,10 @@ pub struct Ack {
 impl Ack {
     /// A successful acknowledgement of `packet_id`.
     pub fn new(packet_id: u16) -> Self {
-        Self { packet_id, ..Self::default() }
+        Self {
+            packet_id,
+            ..Self::default()
+        }
     }
 
     fn decode(r: &mut Reader, ptype: PacketType, v5: bool) -> Result<Self, Error> {
@@ -682,7 +726,11 @@ pub struct Subscribe {
 impl Subscribe {
     fn decode(r: &mut Reader, v5: bool) -> Result<Self, Error> {
         let packet_id = read_packet_id(r, PacketType::Subscribe)?;
-        let properties = if v5 { SubscribeProperties::decode(r)? } else { Default::default() };
+        let properties = if v5 {
+            SubscribeProperties::decode(r)?
+        } else {
+            Default::default()
+        };
         let mut filters = Vec::new();
         while !r.is_empty() {
             let filter = r.read_str("topic filter")?;
@@ -700,7 +748,11 @@ impl Subscribe {
         if filters.is_empty() {
             return Err(Error::Protocol(ProtocolError::NoTopicFilters));
         }
-        Ok(Self { packet_id, properties, filters })
+        Ok(Self {
+            packet_id,
+            properties,
+            filters,
+        })
     }
 
     fn body_len(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
@@ -753,7 +805,11 @@ impl SubAck {
                 reason_codes.push(ReasonCode(c));
             }
         }
-        Ok(Self { packet_id, properties, reason_codes })
+        Ok(Self {
+            packet_id,
+            properties,
+            reason_codes,
+        })
     }
 
     fn body_len(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
@@ -784,7 +840,11 @@ pub struct Unsubscribe {
 impl Unsubscribe {
     fn decode(r: &mut Reader, v5: bool) -> Result<Self, Error> {
         let packet_id = read_packet_id(r, PacketType::Unsubscribe)?;
-        let properties = if v5 { UnsubscribeProperties::decode(r)? } else { Default::default() };
+        let properties = if v5 {
+            UnsubscribeProperties::decode(r)?
+        } else {
+            Default::default()
+        };
         let mut filters = Vec::new();
         while !r.is_empty() {
             let f = r.read_str("topic filter")?;
@@ -794,7 +854,11 @@ impl Unsubscribe {
         if filters.is_empty() {
             return Err(Error::Protocol(ProtocolError::NoUnsubscribeFilters));
         }
-        Ok(Self { packet_id, properties, filters })
+        Ok(Self {
+            packet_id,
+            properties,
+            filters,
+        })
     }
 
     fn body_len(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
@@ -829,7 +893,10 @@ pub struct UnsubAck {
 impl UnsubAck {
     fn decode(r: &mut Reader, v5: bool) -> Result<Self, Error> {
         let packet_id = read_packet_id(r, PacketType::UnsubAck)?;
-        let mut ack = Self { packet_id, ..Self::default() };
+        let mut ack = Self {
+            packet_id,
+            ..Self::default()
+        };
         if v5 {
             ack.properties = AckProperties::decode_in(r, Ctx::Packet(PacketType::UnsubAck))?;
             while !r.is_empty() {
@@ -870,7 +937,10 @@ pub struct Disconnect {
 impl Disconnect {
     /// A DISCONNECT with a reason code and no properties.
     pub fn new(reason_code: ReasonCode) -> Self {
-        Self { reason_code, properties: DisconnectProperties::default() }
+        Self {
+            reason_code,
+            properties: DisconnectProperties::default(),
+        }
     }
 
     fn decode(r: &mut Reader, v5: bool) -> Result<Self, Error> {

@@ -184,7 +184,11 @@ impl Reader {
         Ok(MqttStr(bytes))
     }
 
-    pub(crate) fn read_bytes(&mut self, len: usize, field: &'static str) -> Result<Bytes, Malformed> {
+    pub(crate) fn read_bytes(
+        &mut self,
+        len: usize,
+        field: &'static str,
+    ) -> Result<Bytes, Malformed> {
         if self.remaining() < len {
             return Err(Malformed::UnexpectedEnd { field });
         }
@@ -201,7 +205,11 @@ impl Reader {
     }
 
     /// Splits off the next `len` bytes as their own reader (a property block).
-    pub(crate) fn sub_reader(&mut self, len: usize, field: &'static str) -> Result<Reader, Malformed> {
+    pub(crate) fn sub_reader(
+        &mut self,
+        len: usize,
+        field: &'static str,
+    ) -> Result<Reader, Malformed> {
         Ok(Reader::new(self.read_bytes(len, field)?))
     }
 
@@ -218,7 +226,10 @@ impl Reader {
 /// The result of reading a Variable Byte Integer from the start of a slice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum VarInt {
-    Value { value: u32, len: usize },
+    Value {
+        value: u32,
+        len: usize,
+    },
     /// The slice ends before the last byte of the integer.
     Incomplete,
     /// A fifth byte would be needed.
@@ -283,7 +294,10 @@ pub(crate) fn put_str(buf: &mut impl BufMut, s: &str) {
 /// Checks that a length-prefixed field fits its two-byte length.
 pub(crate) fn check_len(b: &[u8], field: &'static str) -> Result<usize, EncodeError> {
     if b.len() > usize::from(u16::MAX) {
-        return Err(EncodeError::FieldTooLong { field, len: b.len() });
+        return Err(EncodeError::FieldTooLong {
+            field,
+            len: b.len(),
+        });
     }
     Ok(2 + b.len())
 }
@@ -316,10 +330,16 @@ mod tests {
             assert_eq!(varint_len(v), bytes.len());
             assert_eq!(
                 decode_varint(bytes),
-                VarInt::Value { value: v as u32, len: bytes.len() }
+                VarInt::Value {
+                    value: v as u32,
+                    len: bytes.len()
+                }
             );
         }
-        assert_eq!(decode_varint(&[0x80, 0x80, 0x80, 0x80, 0x01]), VarInt::TooLong);
+        assert_eq!(
+            decode_varint(&[0x80, 0x80, 0x80, 0x80, 0x01]),
+            VarInt::TooLong
+        );
         assert_eq!(decode_varint(&[0x80, 0x00]), VarInt::NonMinimal);
         assert_eq!(decode_varint(&[0xFF, 0xFF]), VarInt::Incomplete);
     }

@@ -125,11 +125,18 @@ impl PropertyId {
             | SubscriptionIdentifierAvailable
             | SharedSubscriptionAvailable => Kind::Byte,
             ServerKeepAlive | ReceiveMaximum | TopicAliasMaximum | TopicAlias => Kind::U16,
-            MessageExpiryInterval | SessionExpiryInterval | WillDelayInterval
+            MessageExpiryInterval
+            | SessionExpiryInterval
+            | WillDelayInterval
             | MaximumPacketSize => Kind::U32,
             SubscriptionIdentifier => Kind::VarInt,
-            ContentType | ResponseTopic | AssignedClientIdentifier | AuthenticationMethod
-            | ResponseInformation | ServerReference | ReasonString => Kind::Str,
+            ContentType
+            | ResponseTopic
+            | AssignedClientIdentifier
+            | AuthenticationMethod
+            | ResponseInformation
+            | ServerReference
+            | ReasonString => Kind::Str,
             CorrelationData | AuthenticationData => Kind::Bin,
             UserProperty => Kind::Pair,
         }
@@ -152,8 +159,12 @@ impl PropertyId {
             );
         };
         match self {
-            PayloadFormatIndicator | MessageExpiryInterval | ContentType | ResponseTopic
-            | CorrelationData | TopicAlias => p == P::Publish,
+            PayloadFormatIndicator
+            | MessageExpiryInterval
+            | ContentType
+            | ResponseTopic
+            | CorrelationData
+            | TopicAlias => p == P::Publish,
             SubscriptionIdentifier => matches!(p, P::Publish | P::Subscribe),
             SessionExpiryInterval => matches!(p, P::Connect | P::ConnAck | P::Disconnect),
             AssignedClientIdentifier
@@ -222,7 +233,11 @@ fn read_properties(
         let raw = p.read_varint("property identifier")?;
         let id = PropertyId::from_u32(raw).ok_or(Malformed::UnknownProperty(raw))?;
         if !id.allowed_in(ctx) {
-            return Err(Malformed::PropertyNotAllowed { property: id, packet: ctx.packet() }.into());
+            return Err(Malformed::PropertyNotAllowed {
+                property: id,
+                packet: ctx.packet(),
+            }
+            .into());
         }
         let bit = 1u64 << (id as u8);
         if seen & bit != 0 && !id.repeatable(ctx) {
@@ -243,8 +258,10 @@ fn read_properties(
         }
         // `set` only fails if the allowed-table and the struct disagree, which the unit tests
         // rule out; answer with the same error as a disallowed property rather than panic.
-        set(id, value)
-            .ok_or(Malformed::PropertyNotAllowed { property: id, packet: ctx.packet() })?;
+        set(id, value).ok_or(Malformed::PropertyNotAllowed {
+            property: id,
+            packet: ctx.packet(),
+        })?;
     }
     Ok(())
 }
@@ -264,7 +281,10 @@ fn check_value(id: PropertyId, v: u32) -> Result<(), Error> {
         _ => false,
     };
     if bad {
-        return Err(Error::Protocol(ProtocolError::InvalidPropertyValue { property: id, value: v }));
+        return Err(Error::Protocol(ProtocolError::InvalidPropertyValue {
+            property: id,
+            value: v,
+        }));
     }
     Ok(())
 }
@@ -299,7 +319,8 @@ impl Sink for Counter {
     fn int(&mut self, id: PropertyId, v: u32) {
         self.len += 1 + int_len(id, v);
         if id == PropertyId::SubscriptionIdentifier && !(1..=268_435_455).contains(&v) {
-            self.err.get_or_insert(EncodeError::InvalidValue("subscription identifier"));
+            self.err
+                .get_or_insert(EncodeError::InvalidValue("subscription identifier"));
         }
     }
     fn bytes(&mut self, _: PropertyId, v: &[u8]) {

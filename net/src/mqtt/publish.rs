@@ -3,13 +3,13 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::MAX_REMAINING_LENGTH;
 use super::decoder::Role;
 use super::error::{EncodeError, Error, Malformed, ProtocolError};
 use super::packet::{PacketType, ProtocolVersion, QoS};
 use super::primitives::{MqttStr, Reader, check_len, put_str, put_varint, varint_len};
 use super::properties::{Counter, PropertyId, Props, PublishProperties, Sink, Writer};
 use super::topic;
-use super::MAX_REMAINING_LENGTH;
 
 /// PUBLISH (3.3). The topic and payload are slices of the received packet.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,7 +33,11 @@ pub struct Publish {
 impl Publish {
     /// A QoS 0 message.
     pub fn new(topic: impl Into<MqttStr>, payload: impl Into<Bytes>) -> Self {
-        Self { topic: topic.into(), payload: payload.into(), ..Self::default() }
+        Self {
+            topic: topic.into(),
+            payload: payload.into(),
+            ..Self::default()
+        }
     }
 
     pub(crate) fn header_flags(&self) -> u8 {
@@ -62,8 +66,11 @@ impl Publish {
             }
             id
         };
-        let properties =
-            if v == ProtocolVersion::V5 { PublishProperties::decode(r)? } else { Default::default() };
+        let properties = if v == ProtocolVersion::V5 {
+            PublishProperties::decode(r)?
+        } else {
+            Default::default()
+        };
         if topic.is_empty() {
             if v != ProtocolVersion::V5 {
                 return Err(Error::TopicName(topic::TopicError::Empty));
@@ -297,7 +304,10 @@ impl PublishEncoder {
         let mut n = 2 + topic + if d.qos == QoS::AtMostOnce { 0 } else { 2 };
         let mut props = 0;
         if self.version == ProtocolVersion::V5 {
-            let mut c = Counter { len: self.shared.len(), err: None };
+            let mut c = Counter {
+                len: self.shared.len(),
+                err: None,
+            };
             if let Some(e) = d.message_expiry_interval {
                 c.int(PropertyId::MessageExpiryInterval, e);
             }

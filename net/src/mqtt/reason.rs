@@ -170,6 +170,9 @@ mod tests {
         assert!(!ReasonCode::NO_MATCHING_SUBSCRIBERS.is_valid_for(PacketType::PubRel));
         assert!(ReasonCode::PACKET_IDENTIFIER_NOT_FOUND.is_valid_for(PacketType::PubRel));
         assert!(!ReasonCode(0x03).is_valid_for(PacketType::Disconnect));
-        assert_eq!(format!("{:?}", ReasonCode::PACKET_TOO_LARGE), "0x95 (Packet too large)");
+        assert_eq!(
+            format!("{:?}", ReasonCode::PACKET_TOO_LARGE),
+            "0x95 (Packet too large)"
+        );
     }
 }

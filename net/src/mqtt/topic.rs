@@ -136,13 +136,29 @@ mod tests {
         assert_eq!(validate_topic_name("a/b"), Ok(()));
         assert_eq!(validate_topic_name("/"), Ok(()));
         assert_eq!(validate_topic_name(""), Err(TopicError::Empty));
-        assert_eq!(validate_topic_name("a/+"), Err(TopicError::WildcardInTopicName));
-        assert_eq!(validate_topic_name("a/#"), Err(TopicError::WildcardInTopicName));
+        assert_eq!(
+            validate_topic_name("a/+"),
+            Err(TopicError::WildcardInTopicName)
+        );
+        assert_eq!(
+            validate_topic_name("a/#"),
+            Err(TopicError::WildcardInTopicName)
+        );
     }
 
     #[test]
     fn topic_filters() {
-        for ok in ["#", "+", "a/#", "a/+/b", "+/+", "/", "$share/g/a/#", "$share/g//", "sport/tennis/#"] {
+        for ok in [
+            "#",
+            "+",
+            "a/#",
+            "a/+/b",
+            "+/+",
+            "/",
+            "$share/g/a/#",
+            "$share/g//",
+            "sport/tennis/#",
+        ] {
             assert_eq!(validate_topic_filter(ok), Ok(()), "{ok}");
         }
         for (bad, err) in [
@@ -169,7 +185,10 @@ mod tests {
     #[test]
     fn matching() {
         assert!(matches("sport/tennis/player1/#", "sport/tennis/player1"));
-        assert!(matches("sport/tennis/player1/#", "sport/tennis/player1/ranking"));
+        assert!(matches(
+            "sport/tennis/player1/#",
+            "sport/tennis/player1/ranking"
+        ));
         assert!(matches("sport/#", "sport"));
         assert!(matches("sport/+", "sport/"));
         assert!(!matches("sport/+", "sport"));
