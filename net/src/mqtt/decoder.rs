@@ -139,7 +139,10 @@ impl Decoder {
         if let Packet::Connect(c) = &packet {
             self.version = Some(c.protocol);
         }
-        self.started = true;
+        // AUTH before CONNACK does not end a client's handshake (4.12).
+        if self.role == Role::Server || !matches!(packet, Packet::Auth(_)) {
+            self.started = true;
+        }
         self.needed = 2;
         Ok(Some(packet))
     }
@@ -173,13 +176,13 @@ impl Decoder {
                 return Err(Error::Protocol(ProtocolError::SecondConnect));
             }
             (Role::Client, false, PacketType::ConnAck) => {}
+            // Enhanced authentication (4.12) exchanges AUTH before CONNACK.
+            (Role::Client, false, PacketType::Auth) => {}
             (Role::Client, false, other) => {
-                return Err(Error::Protocol(ProtocolError::UnexpectedPacket(other)));
+                return Err(Error::Protocol(ProtocolError::FirstPacketNotConnAck(other)));
             }
             (Role::Client, true, PacketType::ConnAck) => {
-                return Err(Error::Protocol(ProtocolError::UnexpectedPacket(
-                    PacketType::ConnAck,
-                )));
+                return Err(Error::Protocol(ProtocolError::SecondConnAck));
             }
             _ => {}
         }

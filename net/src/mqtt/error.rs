@@ -47,6 +47,10 @@ impl Error {
     pub fn reason_code(&self) -> ReasonCode {
         match self {
             Error::Malformed(_) => ReasonCode::MALFORMED_PACKET,
+            Error::Protocol(ProtocolError::InvalidPropertyValue {
+                property: PropertyId::TopicAlias,
+                ..
+            }) => ReasonCode::TOPIC_ALIAS_INVALID,
             Error::Protocol(_) => ReasonCode::PROTOCOL_ERROR,
             Error::PacketTooLarge { .. } => ReasonCode::PACKET_TOO_LARGE,
             Error::UnsupportedProtocol { .. } => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
@@ -156,8 +160,10 @@ pub enum Malformed {
     ZeroPacketId(PacketType),
     /// The reserved bit of the CONNECT flags is set.
     ConnectReservedFlag,
-    /// Will QoS or Will Retain set while the Will Flag is clear.
-    WillFlagsWithoutWill,
+    /// Will QoS non-zero while the Will Flag is clear.
+    WillQoSWithoutWill,
+    /// Will Retain set while the Will Flag is clear.
+    WillRetainWithoutWill,
     /// Will QoS 3.
     InvalidWillQoS,
     /// Password Flag set while the User Name Flag is clear (3.1 and 3.1.1 only).
@@ -207,7 +213,8 @@ impl Malformed {
             Malformed::DupOnQoS0 => "MQTT-3.3.1-2",
             Malformed::ZeroPacketId(_) => "MQTT-2.2.1-3",
             Malformed::ConnectReservedFlag => "MQTT-3.1.2-3",
-            Malformed::WillFlagsWithoutWill => "MQTT-3.1.2-11",
+            Malformed::WillQoSWithoutWill => "MQTT-3.1.2-11",
+            Malformed::WillRetainWithoutWill => "MQTT-3.1.2-13",
             Malformed::InvalidWillQoS => "MQTT-3.1.2-12",
             Malformed::PasswordWithoutUsername => "MQTT-3.1.2-22 (3.1.1)",
             Malformed::ConnAckReservedFlags(_) => "MQTT-3.2.2-1",
@@ -246,8 +253,9 @@ impl fmt::Display for Malformed {
             Malformed::DupOnQoS0 => f.write_str("DUP flag set on a QoS 0 PUBLISH"),
             Malformed::ZeroPacketId(p) => write!(f, "{p:?} with packet identifier 0"),
             Malformed::ConnectReservedFlag => f.write_str("CONNECT reserved flag set"),
-            Malformed::WillFlagsWithoutWill => {
-                f.write_str("Will QoS or Will Retain set without the Will Flag")
+            Malformed::WillQoSWithoutWill => f.write_str("Will QoS set without the Will Flag"),
+            Malformed::WillRetainWithoutWill => {
+                f.write_str("Will Retain set without the Will Flag")
             }
             Malformed::InvalidWillQoS => f.write_str("Will QoS 3"),
             Malformed::PasswordWithoutUsername => {
@@ -279,6 +287,10 @@ pub enum ProtocolError {
     FirstPacketNotConnect(PacketType),
     /// A second CONNECT on the same connection.
     SecondConnect,
+    /// The first packet from a server is neither CONNACK nor (v5) AUTH.
+    FirstPacketNotConnAck(PacketType),
+    /// A second CONNACK on the same connection.
+    SecondConnAck,
     /// A packet the receiver's role never receives (a server receiving CONNACK, say).
     UnexpectedPacket(PacketType),
     /// A property that may appear once appears twice.
@@ -307,6 +319,12 @@ pub enum ProtocolError {
     SessionPresentOnError,
     /// Authentication Data without an Authentication Method.
     AuthDataWithoutMethod,
+    /// An AUTH packet without an Authentication Method.
+    AuthWithoutMethod,
+    /// Maximum QoS 3 in the v5 subscription options.
+    InvalidSubscriptionQoS,
+    /// A server sent Session Expiry Interval in DISCONNECT.
+    SessionExpiryFromServer,
 }
 
 impl ProtocolError {
@@ -315,6 +333,8 @@ impl ProtocolError {
         match self {
             ProtocolError::FirstPacketNotConnect(_) => "MQTT-3.1.0-1",
             ProtocolError::SecondConnect => "MQTT-3.1.0-2",
+            ProtocolError::FirstPacketNotConnAck(_) => "MQTT-3.2.0-1",
+            ProtocolError::SecondConnAck => "MQTT-3.2.0-2",
             ProtocolError::UnexpectedPacket(_) => "MQTT-2.1.2 (packet direction)",
             ProtocolError::DuplicateProperty(_) => {
                 "MQTT-2.2.2.2 (property included more than once)"
@@ -328,6 +348,9 @@ impl ProtocolError {
             ProtocolError::EmptyTopicWithoutAlias => "MQTT-3.3.2-1 / 3.3.2.3.4",
             ProtocolError::SessionPresentOnError => "MQTT-3.2.2-6",
             ProtocolError::AuthDataWithoutMethod => "MQTT-3.1.2.11.10",
+            ProtocolError::AuthWithoutMethod => "MQTT-3.15.2.2.2",
+            ProtocolError::InvalidSubscriptionQoS => "MQTT-3.8.3.1 (Maximum QoS 3)",
+            ProtocolError::SessionExpiryFromServer => "MQTT-3.14.2-2",
         }
     }
 }
@@ -339,6 +362,10 @@ impl fmt::Display for ProtocolError {
                 write!(f, "first packet is {p:?}, not CONNECT")
             }
             ProtocolError::SecondConnect => f.write_str("second CONNECT on one connection"),
+            ProtocolError::FirstPacketNotConnAck(p) => {
+                write!(f, "first packet from the server is {p:?}, not CONNACK")
+            }
+            ProtocolError::SecondConnAck => f.write_str("second CONNACK on one connection"),
             ProtocolError::UnexpectedPacket(p) => write!(f, "{p:?} sent in the wrong direction"),
             ProtocolError::DuplicateProperty(p) => write!(f, "property {p:?} included twice"),
             ProtocolError::InvalidPropertyValue { property, value } => {
@@ -361,6 +388,11 @@ impl fmt::Display for ProtocolError {
             }
             ProtocolError::AuthDataWithoutMethod => {
                 f.write_str("Authentication Data without Authentication Method")
+            }
+            ProtocolError::AuthWithoutMethod => f.write_str("AUTH without Authentication Method"),
+            ProtocolError::InvalidSubscriptionQoS => f.write_str("subscription with Maximum QoS 3"),
+            ProtocolError::SessionExpiryFromServer => {
+                f.write_str("DISCONNECT from the server carries Session Expiry Interval")
             }
         }
     }

@@ -212,7 +212,7 @@ impl Packet {
             PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::decode(&mut r, v5)?),
             PacketType::PingReq => Packet::PingReq,
             PacketType::PingResp => Packet::PingResp,
-            PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(&mut r, v5)?),
+            PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(&mut r, v5, role)?),
             PacketType::Auth => Packet::Auth(Auth::decode(&mut r)?),
         };
         if !r.is_empty() {
@@ -410,8 +410,11 @@ impl Connect {
         let will_retain = flags & 0x20 != 0;
         let has_password = flags & 0x40 != 0;
         let has_username = flags & 0x80 != 0;
-        if !has_will && (will_qos != 0 || will_retain) {
-            return Err(Malformed::WillFlagsWithoutWill.into());
+        if !has_will && will_qos != 0 {
+            return Err(Malformed::WillQoSWithoutWill.into());
+        }
+        if !has_will && will_retain {
+            return Err(Malformed::WillRetainWithoutWill.into());
         }
         let will_qos = QoS::from_u8(will_qos).ok_or(Malformed::InvalidWillQoS)?;
         if has_password && !has_username && !protocol.is_v5() {
@@ -436,6 +439,9 @@ impl Connect {
             };
             let topic = r.read_str("will topic")?;
             topic::validate_topic_name(&topic).map_err(Error::TopicName)?;
+            if let Some(t) = &properties.response_topic {
+                topic::validate_topic_name(t).map_err(Error::TopicName)?;
+            }
             let payload = r.read_binary("will payload")?;
             Some(LastWill {
                 topic,
@@ -735,8 +741,14 @@ impl Subscribe {
         while !r.is_empty() {
             let filter = r.read_str("topic filter")?;
             let b = r.read_u8("subscription options")?;
-            if v5 && b & 0xC0 == 0 && (b >> 4) & 0x03 == 3 {
-                return Err(Error::Protocol(ProtocolError::InvalidRetainHandling));
+            if v5 && b & 0xC0 == 0 {
+                // MQTT 5 calls these two Protocol Errors (3.8.3.1); 3.1.1 malformed.
+                if b & 0x03 == 3 {
+                    return Err(Error::Protocol(ProtocolError::InvalidSubscriptionQoS));
+                }
+                if (b >> 4) & 0x03 == 3 {
+                    return Err(Error::Protocol(ProtocolError::InvalidRetainHandling));
+                }
             }
             let options = SubscriptionOptions::decode(b, v5)?;
             topic::validate_topic_filter(&filter).map_err(Error::TopicFilter)?;
@@ -943,13 +955,16 @@ impl Disconnect {
         }
     }
 
-    fn decode(r: &mut Reader, v5: bool) -> Result<Self, Error> {
+    fn decode(r: &mut Reader, v5: bool, role: Role) -> Result<Self, Error> {
         let mut d = Self::default();
         if v5 && !r.is_empty() {
             d.reason_code = read_reason(r, PacketType::Disconnect)?;
             if !r.is_empty() {
                 d.properties = DisconnectProperties::decode(r)?;
             }
+        }
+        if role == Role::Client && d.properties.session_expiry_interval.is_some() {
+            return Err(Error::Protocol(ProtocolError::SessionExpiryFromServer));
         }
         Ok(d)
     }
@@ -992,16 +1007,16 @@ pub struct Auth {
 impl Auth {
     fn decode(r: &mut Reader) -> Result<Self, Error> {
         let mut a = Self::default();
-        if !r.is_empty() {
-            a.reason_code = read_reason(r, PacketType::Auth)?;
-            if !r.is_empty() {
-                a.properties = AuthProperties::decode(r)?;
-            }
+        if r.is_empty() {
+            // The short form: Success without properties (3.15.2.1).
+            return Ok(a);
         }
-        if a.properties.authentication_data.is_some()
-            && a.properties.authentication_method.is_none()
-        {
-            return Err(Error::Protocol(ProtocolError::AuthDataWithoutMethod));
+        a.reason_code = read_reason(r, PacketType::Auth)?;
+        if !r.is_empty() {
+            a.properties = AuthProperties::decode(r)?;
+        }
+        if a.properties.authentication_method.is_none() {
+            return Err(Error::Protocol(ProtocolError::AuthWithoutMethod));
         }
         Ok(a)
     }

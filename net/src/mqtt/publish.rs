@@ -81,6 +81,9 @@ impl Publish {
         } else {
             topic::validate_topic_name(&topic).map_err(Error::TopicName)?;
         }
+        if let Some(t) = &properties.response_topic {
+            topic::validate_topic_name(t).map_err(Error::TopicName)?;
+        }
         if role == Role::Server && !properties.subscription_identifiers.is_empty() {
             return Err(Error::Protocol(ProtocolError::SubscriptionIdFromClient));
         }
