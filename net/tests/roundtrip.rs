@@ -331,15 +331,22 @@ fn disconnect_props() -> impl Strategy<Value = DisconnectProperties> {
         })
 }
 
+/// AUTH always names its method (3.15.2.2.2).
 fn auth_props() -> impl Strategy<Value = AuthProperties> {
-    (auth_pair(), option::of(small_str()), user_props()).prop_map(|((am, ad), rs, up)| {
-        let mut p = AuthProperties::default();
-        p.authentication_method = am;
-        p.authentication_data = ad;
-        p.reason_string = rs;
-        p.user_properties = up;
-        p
-    })
+    (
+        small_str(),
+        option::of(bin(12)),
+        option::of(small_str()),
+        user_props(),
+    )
+        .prop_map(|(am, ad, rs, up)| {
+            let mut p = AuthProperties::default();
+            p.authentication_method = Some(am);
+            p.authentication_data = ad;
+            p.reason_string = rs;
+            p.user_properties = up;
+            p
+        })
 }
 
 /// `strategy` in v5, the default otherwise.
@@ -615,12 +622,16 @@ fn unsuback(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         .boxed()
 }
 
-fn disconnect(v: ProtocolVersion) -> BoxedStrategy<Packet> {
+fn disconnect(v: ProtocolVersion, d: Dir) -> BoxedStrategy<Packet> {
     if v != V5 {
         return Just(Packet::Disconnect(Disconnect::default())).boxed();
     }
     (reason_for(PacketType::Disconnect), disconnect_props())
-        .prop_map(|(reason_code, properties)| {
+        .prop_map(move |(reason_code, mut properties)| {
+            // Only the client may send Session Expiry Interval ([MQTT-3.14.2-2]).
+            if d == Dir::ToClient {
+                properties.session_expiry_interval = None;
+            }
             Packet::Disconnect(Disconnect {
                 reason_code,
                 properties,
@@ -669,7 +680,7 @@ fn body_packet(v: ProtocolVersion, d: Dir) -> BoxedStrategy<Packet> {
             s.push((3, subscribe(v)));
             s.push((2, unsubscribe(v)));
             s.push((1, Just(Packet::PingReq).boxed()));
-            s.push((1, disconnect(v)));
+            s.push((1, disconnect(v, d)));
         }
         Dir::ToClient => {
             s.push((2, suback(v)));
@@ -677,7 +688,7 @@ fn body_packet(v: ProtocolVersion, d: Dir) -> BoxedStrategy<Packet> {
             s.push((1, Just(Packet::PingResp).boxed()));
             // Before v5 only the client sends DISCONNECT.
             if v == V5 {
-                s.push((1, disconnect(v)));
+                s.push((1, disconnect(v, d)));
             }
         }
     }
