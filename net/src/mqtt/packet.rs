@@ -545,6 +545,8 @@ pub struct ConnAck {
 impl ConnAck {
     fn decode(r: &mut Reader, v: ProtocolVersion) -> Result<Self, Error> {
         let flags = r.read_u8("connect acknowledge flags")?;
+        // In MQTT 3.1 the whole byte is reserved and unused: there is no Session Present.
+        let flags = if v == ProtocolVersion::V3_1 { 0 } else { flags };
         if flags & 0xFE != 0 {
             return Err(Malformed::ConnAckReservedFlags(flags).into());
         }
@@ -1015,7 +1017,10 @@ impl Auth {
         if !r.is_empty() {
             a.properties = AuthProperties::decode(r)?;
         }
-        if a.properties.authentication_method.is_none() {
+        // `f0 02 00 00` means the same as the short form `f0 00` (3.15.2.1); anything else
+        // names its method.
+        let short_form = a.reason_code == ReasonCode::SUCCESS && a.properties.is_empty();
+        if a.properties.authentication_method.is_none() && !short_form {
             return Err(Error::Protocol(ProtocolError::AuthWithoutMethod));
         }
         Ok(a)
