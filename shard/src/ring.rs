@@ -1,0 +1,1 @@
+//! Bounded SPSC rings between shards, with doorbells.

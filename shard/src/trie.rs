@@ -1,0 +1,1 @@
+//! The topic trie: topic filters to subscribers, matched against topic names.
