@@ -1,5 +1,19 @@
 //! The per-core engine: sans-IO sessions, the subscription index, routing, retained messages
 //! and wills, the monoio driver and the cross-shard rings.
+//!
+//! [`Shard`] is the sans-IO state machine of one core; [`ring`] the lock-free rings between
+//! cores; [`trie`] the subscription index.
 
+pub mod core;
+pub mod message;
+pub mod out;
 pub mod ring;
+pub mod session;
+pub mod settings;
+pub mod slab;
+pub mod stats;
 pub mod trie;
+
+pub use crate::core::{Event, Read, RegistryMsg, Shard, ShardId, ShardMsg};
+pub use crate::settings::Settings;
+pub use crate::stats::Stats;

@@ -1,0 +1,1471 @@
+//! The sans-IO shard: every connection, session, subscription and route of one core, driven by
+//! `handle_*` calls with the time passed in and drained by `poll_*` calls, in the manner of
+//! `quinn_proto::Connection`.
+//!
+//! # Driving a shard
+//!
+//! - Feed it: [`Shard::handle_accept`] for a new socket, [`Shard::handle_read`] with the bytes
+//!   read from it (call again while it answers [`Read::More`]), [`Shard::handle_closed`] when
+//!   the socket is gone, [`Shard::handle_message`] for what another shard sent over the rings,
+//!   [`Shard::handle_timeout`] when [`Shard::poll_timeout`] is reached.
+//! - Drain it after each call: [`Shard::poll_event`] says which connections have bytes to
+//!   write ([`Shard::take_output`]) or must be closed; [`Shard::poll_outgoing`] yields messages
+//!   for other shards. If a ring is full, give the message back with
+//!   [`Shard::requeue_outgoing`] and stop reading sockets while [`Shard::is_backpressured`].
+//!
+//! Nothing here blocks, sleeps, reads a clock or touches a socket.
+
+use std::cmp::Reverse;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use net::mqtt::{
+    Ack, ConnAck, Connect, Decoder, Delivery, Disconnect, Error, MqttStr, Packet, ProtocolVersion,
+    Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
+};
+
+use crate::message::{Message, Origin};
+use crate::out::OutQueue;
+use crate::session::{Inflight, Queued, Session, SessionState, Stage, SubEntry, SubIds};
+use crate::settings::Settings;
+use crate::slab::{Key, Slab};
+use crate::stats::Stats;
+use crate::trie::TopicTrie;
+
+/// A shard's index, `0..shards`.
+pub type ShardId = u16;
+
+/// What shards send each other over the rings. Kept small: the large variants are boxed.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// A message for the receiving shard's local subscribers.
+    Publish(Arc<Message>),
+    /// The sending shard gained its first (`add`) or lost its last subscriber on `filter`.
+    Route {
+        /// Topic filter.
+        filter: MqttStr,
+        /// Gained (`true`) or lost.
+        add: bool,
+    },
+    /// Client-id registry traffic.
+    Registry(Box<RegistryMsg>),
+}
+
+/// The client-id registry protocol. The registry is partitioned: the entry for a client id
+/// lives on shard `hash(client id) % shards`, its owner.
+#[derive(Debug)]
+pub enum RegistryMsg {
+    /// To the owner: a connection on `shard` wants the client id.
+    Register {
+        /// Client Identifier.
+        client_id: MqttStr,
+        /// Shard of the connecting client.
+        shard: ShardId,
+        /// Its connection key (packed).
+        conn: u64,
+        /// Clean Start of the CONNECT.
+        clean_start: bool,
+    },
+    /// From the owner to the shard holding the current session: hand it over.
+    TakeOver {
+        /// Client Identifier.
+        client_id: MqttStr,
+        /// Where the new connection is.
+        new_shard: ShardId,
+        /// The new connection (packed key).
+        new_conn: u64,
+        /// Clean Start 0: the session state is wanted.
+        want_session: bool,
+    },
+    /// To the new connection's shard: go ahead, with the old session if there was one.
+    Proceed {
+        /// The connection (packed key).
+        conn: u64,
+        /// The session state moved from its old shard.
+        session: Option<Box<SessionState>>,
+    },
+    /// To the owner: the session registered with `token` on `shard` ended.
+    Unregister {
+        /// Client Identifier.
+        client_id: MqttStr,
+        /// Shard of the session.
+        shard: ShardId,
+        /// The registration token.
+        token: u64,
+    },
+}
+
+/// What the driver must do for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Bytes wait in [`Shard::take_output`].
+    Write(Key),
+    /// Write what is queued, then close the socket and call [`Shard::handle_closed`].
+    Close(Key),
+    /// A paused connection may be read again: call [`Shard::handle_read`] with the bytes
+    /// already buffered, then read on.
+    Resume(Key),
+}
+
+/// The outcome of [`Shard::handle_read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// The buffer holds no complete packet; at least this many more bytes are needed.
+    NeedMore(usize),
+    /// The per-turn packet budget ran out with packets left in the buffer: call again after
+    /// letting other connections run.
+    More,
+    /// The connection waits for the client-id registry (CONNECT sent, CONNACK not yet): stop
+    /// reading until [`Event::Resume`].
+    Paused,
+    /// The connection is closing; stop reading it.
+    Closing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    ConnectTimeout(Key),
+    KeepAlive(Key),
+    Retry(Key),
+    SessionExpiry(Key),
+    AwaitRel(Key),
+}
+
+#[derive(Debug)]
+enum ConnState {
+    /// Waiting for CONNECT.
+    AwaitConnect,
+    /// CONNECT received, waiting for the registry.
+    Registering(Box<Connect>),
+    /// CONNACK sent; the session is attached.
+    Connected,
+    /// Closing: nothing more is read or processed.
+    Closing,
+}
+
+#[derive(Debug)]
+struct Conn {
+    peer: SocketAddr,
+    state: ConnState,
+    decoder: Decoder,
+    version: ProtocolVersion,
+    out: OutQueue,
+    keep_alive: Duration,
+    last_rx: Instant,
+    /// The client's Maximum Packet Size.
+    client_max_packet: u32,
+    /// Topic aliases the client set up (v5, 3.3.2.3.4).
+    aliases: HashMap<u16, MqttStr>,
+    /// In the event queue for writing.
+    write_pending: bool,
+    /// The session, once CONNACK is sent (kept while closing, until the socket is gone).
+    session: Option<Key>,
+    /// The client id was assigned by the server (sent back in CONNACK, v5).
+    assigned_id: bool,
+    /// The socket closed while the connection was registering.
+    socket_closed: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RegEntry {
+    shard: ShardId,
+    token: u64,
+}
+
+/// One shard's broker state. See the module documentation for how to drive it.
+#[derive(Debug)]
+pub struct Shard {
+    id: ShardId,
+    shards: u16,
+    settings: Settings,
+    conns: Slab<Conn>,
+    sessions: Slab<Session>,
+    by_client: HashMap<MqttStr, Key>,
+    subs: TopicTrie<Key, SubEntry>,
+    routes: TopicTrie<ShardId, ()>,
+    registry: HashMap<MqttStr, RegEntry>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    events: VecDeque<Event>,
+    outbox: VecDeque<(ShardId, ShardMsg)>,
+    local: VecDeque<ShardMsg>,
+    scratch: Vec<(Key, SubEntry)>,
+    client_seq: u64,
+    stats: Stats,
+}
+
+impl Shard {
+    /// Shard `id` of `shards`.
+    pub fn new(id: ShardId, shards: u16, settings: Settings) -> Self {
+        Self {
+            id,
+            shards: shards.max(1),
+            settings,
+            conns: Slab::default(),
+            sessions: Slab::default(),
+            by_client: HashMap::new(),
+            subs: TopicTrie::new(),
+            routes: TopicTrie::new(),
+            registry: HashMap::new(),
+            timers: BinaryHeap::new(),
+            events: VecDeque::new(),
+            outbox: VecDeque::new(),
+            local: VecDeque::new(),
+            scratch: Vec::new(),
+            client_seq: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// This shard's id.
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The peer address of a connection.
+    pub fn peer(&self, conn: Key) -> Option<SocketAddr> {
+        self.conns.get(conn).map(|c| c.peer)
+    }
+
+    /// Sessions held, online or not.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    // ---- input -------------------------------------------------------------------------------
+
+    /// A new connection was accepted.
+    pub fn handle_accept(&mut self, now: Instant, peer: SocketAddr) -> Key {
+        let key = self.conns.insert(Conn {
+            peer,
+            state: ConnState::AwaitConnect,
+            decoder: Decoder::server(self.settings.max_packet_size),
+            version: ProtocolVersion::V3_1_1,
+            out: OutQueue::default(),
+            keep_alive: Duration::ZERO,
+            last_rx: now,
+            client_max_packet: net::mqtt::MAX_PACKET_SIZE,
+            aliases: HashMap::new(),
+            write_pending: false,
+            session: None,
+            assigned_id: false,
+            socket_closed: false,
+        });
+        self.stats.connections_accepted += 1;
+        self.arm(now + self.settings.idle_timeout, Timer::ConnectTimeout(key));
+        key
+    }
+
+    /// Bytes were read from `conn` into `buf`. Decodes and handles up to
+    /// `Settings::max_packets_per_read` packets.
+    pub fn handle_read(&mut self, now: Instant, conn: Key, buf: &mut BytesMut) -> Read {
+        let mut budget = self.settings.max_packets_per_read;
+        let result = loop {
+            let Some(c) = self.conns.get_mut(conn) else {
+                break Read::Closing;
+            };
+            match c.state {
+                ConnState::Closing => break Read::Closing,
+                ConnState::Registering(_) => break Read::Paused,
+                _ => {}
+            }
+            if budget == 0 {
+                break Read::More;
+            }
+            match c.decoder.decode(buf) {
+                Ok(Some(packet)) => {
+                    budget -= 1;
+                    c.last_rx = now;
+                    self.stats.packets_received += 1;
+                    self.handle_packet(now, conn, packet);
+                    // A registration on this very shard completes right away.
+                    self.drain_local(now);
+                }
+                Ok(None) => break Read::NeedMore(c.decoder.needed()),
+                Err(e) => {
+                    self.protocol_error(conn, &e);
+                    break Read::Closing;
+                }
+            }
+        };
+        self.drain_local(now);
+        result
+    }
+
+    /// The socket of `conn` is closed (by the peer, an error, or after [`Event::Close`]).
+    pub fn handle_closed(&mut self, now: Instant, conn: Key) {
+        match self.conns.get_mut(conn) {
+            Some(c) if matches!(c.state, ConnState::Registering(_)) => {
+                // The registry's answer is on its way: keep the entry until it arrives, so a
+                // session handed over to this connection is kept, not lost.
+                c.socket_closed = true;
+            }
+            Some(_) => {
+                self.detach(now, conn);
+                self.conns.remove(conn);
+            }
+            None => {}
+        }
+        self.drain_local(now);
+    }
+
+    /// A message from shard `from`.
+    pub fn handle_message(&mut self, now: Instant, from: ShardId, msg: ShardMsg) {
+        self.on_message(now, from, msg);
+        self.drain_local(now);
+    }
+
+    /// Time passed: fire due timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, timer))) = self.timers.pop() else {
+                break;
+            };
+            self.fire(now, timer);
+        }
+        self.drain_local(now);
+    }
+
+    /// Sends DISCONNECT 0x8B (server shutting down) to MQTT 5 clients and closes every
+    /// connection.
+    pub fn shutdown(&mut self, now: Instant) {
+        let keys: Vec<Key> = self.conns.iter().map(|(k, _)| k).collect();
+        for k in keys {
+            self.disconnect(k, ReasonCode::SERVER_SHUTTING_DOWN);
+        }
+        self.drain_local(now);
+    }
+
+    // ---- output ------------------------------------------------------------------------------
+
+    /// The earliest time [`Shard::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The next thing to do for a connection.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        let e = self.events.pop_front()?;
+        if let Event::Write(k) = e
+            && let Some(c) = self.conns.get_mut(k)
+        {
+            c.write_pending = false;
+        }
+        Some(e)
+    }
+
+    /// Moves the bytes queued for `conn` into `into`, oldest first.
+    pub fn take_output(&mut self, conn: Key, into: &mut Vec<Bytes>) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.out.take(into);
+        }
+    }
+
+    /// The next message for another shard.
+    pub fn poll_outgoing(&mut self) -> Option<(ShardId, ShardMsg)> {
+        self.outbox.pop_front()
+    }
+
+    /// Gives back a message the ring refused (full); it is sent first next time.
+    pub fn requeue_outgoing(&mut self, dest: ShardId, msg: ShardMsg) {
+        self.outbox.push_front((dest, msg));
+    }
+
+    /// Messages for other shards are waiting: stop reading sockets until they are sent.
+    pub fn is_backpressured(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    // ---- packets -----------------------------------------------------------------------------
+
+    fn handle_packet(&mut self, now: Instant, conn: Key, packet: Packet) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let session = match c.state {
+            ConnState::AwaitConnect => {
+                if let Packet::Connect(connect) = packet {
+                    self.on_connect(conn, connect);
+                }
+                return;
+            }
+            // handle_read stops decoding while registering.
+            ConnState::Registering(_) | ConnState::Closing => return,
+            ConnState::Connected => match c.session {
+                Some(s) => s,
+                None => return,
+            },
+        };
+        match packet {
+            Packet::Publish(p) => self.on_publish(now, conn, session, p),
+            Packet::PubAck(a) => self.on_puback(now, session, a.packet_id),
+            Packet::PubRec(a) => self.on_pubrec(now, conn, session, a),
+            Packet::PubRel(a) => self.on_pubrel(conn, session, a.packet_id),
+            Packet::PubComp(a) => self.on_pubcomp(now, session, a.packet_id),
+            Packet::Subscribe(s) => self.on_subscribe(conn, session, s),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(conn, session, u),
+            Packet::PingReq => self.send(conn, &Packet::PingResp),
+            Packet::Disconnect(d) => self.on_disconnect(conn, session, d),
+            Packet::Auth(_) => self.disconnect(conn, ReasonCode::PROTOCOL_ERROR),
+            // The decoder refuses these in the server role.
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => self.disconnect(conn, ReasonCode::PROTOCOL_ERROR),
+        }
+    }
+
+    fn on_connect(&mut self, conn: Key, mut connect: Box<Connect>) {
+        let v = connect.protocol;
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        c.version = v;
+        let empty = connect.client_id.is_empty();
+        if connect.client_id.len() > self.settings.max_clientid_len
+            || (empty && v == ProtocolVersion::V3_1)
+            || (empty && v == ProtocolVersion::V3_1_1 && !connect.clean_start)
+        {
+            // [MQTT-3.1.3-8]: an empty id with Clean Session 0 gets return code 2.
+            self.refuse(conn, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+            return;
+        }
+        if connect.properties.authentication_method.is_some() {
+            // No enhanced authentication method is configured (4.12).
+            self.refuse(conn, ReasonCode::BAD_AUTHENTICATION_METHOD);
+            return;
+        }
+        if let Some(w) = &connect.will {
+            if w.retain && !self.settings.retain_available {
+                self.refuse(conn, ReasonCode::RETAIN_NOT_SUPPORTED);
+                return;
+            }
+            if w.qos > self.settings.max_qos_allowed {
+                self.refuse(conn, ReasonCode::QOS_NOT_SUPPORTED);
+                return;
+            }
+        }
+        if empty {
+            self.client_seq += 1;
+            connect.client_id = format!("auto-{}-{}", self.id, self.client_seq).into();
+            c.assigned_id = true;
+        }
+        let keep_alive = match (v, self.settings.server_keepalive) {
+            (ProtocolVersion::V5, Some(server)) => server,
+            _ => connect.keep_alive,
+        };
+        c.keep_alive =
+            Duration::from_secs_f64(f64::from(keep_alive) * self.settings.keepalive_multiplier);
+        c.client_max_packet = connect
+            .properties
+            .maximum_packet_size
+            .unwrap_or(net::mqtt::MAX_PACKET_SIZE);
+        let owner = owner_of(&connect.client_id, self.shards);
+        let msg = RegistryMsg::Register {
+            client_id: connect.client_id.clone(),
+            shard: self.id,
+            conn: conn.to_u64(),
+            clean_start: connect.clean_start,
+        };
+        c.state = ConnState::Registering(connect);
+        self.send_shard(owner, ShardMsg::Registry(Box::new(msg)));
+    }
+
+    /// The registry let the connection go ahead: install the session and send CONNACK.
+    fn on_proceed(&mut self, now: Instant, conn: Key, state: Option<Box<SessionState>>) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            // Connections stay until their registration is answered; nothing to do.
+            return;
+        };
+        let ConnState::Registering(connect) = std::mem::replace(&mut c.state, ConnState::Closing)
+        else {
+            return;
+        };
+        let v = connect.protocol;
+        let session_present = state.is_some() && !connect.clean_start;
+        let mut session = match state {
+            Some(s) if !connect.clean_start => {
+                Session::from_state(connect.client_id.clone(), conn.to_u64(), v, *s)
+            }
+            _ => Session::new(connect.client_id.clone(), conn.to_u64(), v),
+        };
+        session.expiry_interval = match v {
+            ProtocolVersion::V5 => Duration::from_secs(u64::from(
+                connect.properties.session_expiry_interval.unwrap_or(0),
+            )),
+            _ if connect.clean_start => Duration::ZERO,
+            _ => self.settings.session_expiry_interval,
+        };
+        session.window = connect
+            .properties
+            .receive_maximum
+            .unwrap_or(u16::MAX)
+            .min(self.settings.max_inflight)
+            .max(1);
+        session.conn = Some(conn);
+        let resubscribe: Vec<(MqttStr, SubEntry)> = session
+            .subscriptions
+            .iter()
+            .map(|(f, e)| (f.clone(), *e))
+            .collect();
+        let sid = self.sessions.insert(session);
+        self.by_client.insert(connect.client_id.clone(), sid);
+        for (filter, entry) in resubscribe {
+            self.add_subscription(sid, &filter, entry);
+        }
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        c.state = ConnState::Connected;
+        c.session = Some(sid);
+        if c.socket_closed {
+            // The client left while registering: the session stays (or ends) as if it had
+            // disconnected right after CONNACK.
+            self.detach(now, conn);
+            self.conns.remove(conn);
+            return;
+        }
+        let keep_alive = c.keep_alive;
+        let assigned = c.assigned_id;
+        self.stats.connections_established += 1;
+
+        let mut ack = ConnAck {
+            session_present,
+            ..ConnAck::default()
+        };
+        if v == ProtocolVersion::V5 {
+            let s = &self.settings;
+            let p = &mut ack.properties;
+            if assigned {
+                p.assigned_client_identifier = Some(connect.client_id.clone());
+            }
+            p.receive_maximum = Some(s.max_awaiting_rel.clamp(1, 65535) as u16);
+            p.maximum_packet_size = Some(s.max_packet_size);
+            p.topic_alias_maximum = Some(s.max_topic_alias);
+            if s.max_qos_allowed != QoS::ExactlyOnce {
+                p.maximum_qos = Some(s.max_qos_allowed);
+            }
+            if !s.retain_available {
+                p.retain_available = Some(false);
+            }
+            if !s.wildcard_subscription {
+                p.wildcard_subscription_available = Some(false);
+            }
+            if !s.shared_subscription {
+                p.shared_subscription_available = Some(false);
+            }
+            p.server_keep_alive = s.server_keepalive;
+        }
+        if !keep_alive.is_zero() {
+            self.arm(now + keep_alive, Timer::KeepAlive(conn));
+        }
+        self.send(conn, &Packet::ConnAck(ack));
+        self.events.push_back(Event::Resume(conn));
+        self.resume(now, sid);
+    }
+
+    fn on_publish(&mut self, now: Instant, conn: Key, sid: Key, mut p: Publish) {
+        self.stats.messages_received += 1;
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let v = c.version;
+        if v == ProtocolVersion::V5 {
+            if let Some(alias) = p.properties.topic_alias {
+                if alias > self.settings.max_topic_alias {
+                    self.disconnect(conn, ReasonCode::TOPIC_ALIAS_INVALID);
+                    return;
+                }
+                if p.topic.is_empty() {
+                    match c.aliases.get(&alias) {
+                        Some(t) => p.topic = t.clone(),
+                        None => {
+                            self.disconnect(conn, ReasonCode::PROTOCOL_ERROR);
+                            return;
+                        }
+                    }
+                } else {
+                    c.aliases.insert(alias, p.topic.clone());
+                }
+            }
+        }
+        if p.qos > self.settings.max_qos_allowed {
+            self.disconnect(conn, ReasonCode::QOS_NOT_SUPPORTED);
+            return;
+        }
+        if p.retain && !self.settings.retain_available {
+            self.disconnect(conn, ReasonCode::RETAIN_NOT_SUPPORTED);
+            return;
+        }
+        if p.topic.split('/').count() > self.settings.max_topic_levels {
+            self.disconnect(conn, ReasonCode::TOPIC_NAME_INVALID);
+            return;
+        }
+        let packet_id = p.packet_id;
+        let qos = p.qos;
+        if qos == QoS::ExactlyOnce {
+            let Some(s) = self.sessions.get_mut(sid) else {
+                return;
+            };
+            if s.awaiting_rel.contains_key(&packet_id) {
+                // A retransmission of a message already routed (4.3.3 method A).
+                self.send(conn, &Packet::PubRec(Ack::new(packet_id)));
+                return;
+            }
+            if s.awaiting_rel.len() >= self.settings.max_awaiting_rel {
+                self.stats.dropped_awaiting_rel_full += 1;
+                self.disconnect(conn, ReasonCode::RECEIVE_MAXIMUM_EXCEEDED);
+                return;
+            }
+            s.awaiting_rel.insert(packet_id, now);
+            if !s.await_rel_armed {
+                s.await_rel_armed = true;
+                self.arm(now + self.settings.await_rel_timeout, Timer::AwaitRel(sid));
+            }
+        }
+        let origin = Origin {
+            shard: self.id,
+            session: sid,
+        };
+        let matched = match Message::new(p, origin, now) {
+            Ok(msg) => self.route(now, msg),
+            Err(_) => {
+                // A received packet always re-encodes; count rather than panic.
+                self.stats.dropped_other += 1;
+                false
+            }
+        };
+        if !matched {
+            self.stats.dropped_no_subscribers += 1;
+        }
+        let reason = if matched || v != ProtocolVersion::V5 {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        };
+        let ack = Ack {
+            packet_id,
+            reason_code: reason,
+            ..Ack::default()
+        };
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(conn, &Packet::PubAck(ack)),
+            QoS::ExactlyOnce => self.send(conn, &Packet::PubRec(ack)),
+        }
+    }
+
+    /// Sends `msg` to every shard with a matching subscription; returns whether any matched.
+    fn route(&mut self, now: Instant, msg: Arc<Message>) -> bool {
+        let mut shards: u128 = 0;
+        self.routes
+            .for_each_match(&msg.topic, |shard, _| shards |= 1u128 << *shard);
+        if shards == 0 {
+            return false;
+        }
+        for dest in 0..self.shards {
+            if shards & (1u128 << dest) == 0 {
+                continue;
+            }
+            if dest == self.id {
+                self.deliver_local(now, &msg);
+            } else {
+                self.stats.messages_forwarded += 1;
+                self.outbox
+                    .push_back((dest, ShardMsg::Publish(msg.clone())));
+            }
+        }
+        true
+    }
+
+    /// Fans a message out to this shard's matching sessions: once per session, with the
+    /// highest QoS and every subscription identifier of its matching subscriptions (3.3.4).
+    /// The matches go through a scratch vector that keeps its capacity, so a delivery
+    /// allocates nothing in the steady state.
+    fn deliver_local(&mut self, now: Instant, msg: &Arc<Message>) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        self.subs
+            .for_each_match(&msg.topic, |sid, e| scratch.push((*sid, *e)));
+        scratch.sort_unstable_by_key(|(sid, _)| *sid);
+        let mut rest = &scratch[..];
+        while let Some(&(sid, _)) = rest.first() {
+            let n = rest.iter().take_while(|(s, _)| *s == sid).count();
+            let (group, tail) = rest.split_at(n);
+            rest = tail;
+            // No Local ([MQTT-3.8.3-3]) applies per subscription.
+            let own = msg.origin.shard == self.id && msg.origin.session == sid;
+            let mut qos = None;
+            let mut rap = false;
+            let mut ids = SubIds::None;
+            for (_, e) in group.iter().filter(|(_, e)| !(own && e.options.no_local)) {
+                qos = qos.max(Some(e.options.qos));
+                rap |= e.options.retain_as_published;
+                if let Some(id) = e.id {
+                    ids = match ids {
+                        SubIds::None => SubIds::One(id),
+                        SubIds::One(a) => SubIds::Many(vec![a, id].into_boxed_slice()),
+                        SubIds::Many(v) => {
+                            SubIds::Many([&v[..], &[id]].concat().into_boxed_slice())
+                        }
+                    };
+                }
+            }
+            let Some(qos) = qos else { continue };
+            let q = Queued {
+                msg: msg.clone(),
+                qos: msg.qos.min(qos),
+                retain: rap && msg.retain,
+                sub_ids: ids,
+            };
+            self.dispatch(now, sid, q);
+        }
+        self.scratch = scratch;
+    }
+
+    /// Sends a delivery now if the session is online and the window allows, else queues it.
+    fn dispatch(&mut self, now: Instant, sid: Key, q: Queued) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let online = s.conn.filter(|c| {
+            self.conns
+                .get(*c)
+                .is_some_and(|c| matches!(c.state, ConnState::Connected))
+        });
+        match (online, q.qos) {
+            (Some(conn), QoS::AtMostOnce) => {
+                let over = self
+                    .conns
+                    .get(conn)
+                    .is_some_and(|c| c.out.len() > self.settings.max_write_buffer);
+                if over {
+                    self.stats.dropped_qos0_write_buffer_full += 1;
+                } else {
+                    self.write_publish(now, conn, &q, 0, false);
+                }
+            }
+            (Some(conn), _) if s.mqueue.is_empty() => match s.next_packet_id() {
+                Some(pid) => {
+                    s.inflight.push_back(Inflight {
+                        packet_id: pid,
+                        delivery: q,
+                        stage: Stage::Published,
+                        sent_at: now,
+                    });
+                    let arm = !s.retry_armed;
+                    s.retry_armed = true;
+                    if let Some(entry) = s.inflight.back().cloned() {
+                        self.write_publish(now, conn, &entry.delivery, pid, false);
+                    }
+                    if arm {
+                        self.arm(now + self.settings.retry_interval, Timer::Retry(sid));
+                    }
+                }
+                None => self.enqueue(sid, q),
+            },
+            (None, QoS::AtMostOnce) if !self.settings.mqueue_store_qos0 => {
+                self.stats.dropped_qos0_offline += 1;
+            }
+            _ => self.enqueue(sid, q),
+        }
+    }
+
+    fn enqueue(&mut self, sid: Key, q: Queued) {
+        let max = self.settings.max_mqueue_len;
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if let Some(dropped) = s.enqueue(q, max) {
+            self.stats.dropped_queue_full += 1;
+            if dropped.qos != QoS::AtMostOnce {
+                self.stats.dropped_queue_full_qos12 += 1;
+            }
+        }
+    }
+
+    /// Encodes one PUBLISH for a connection.
+    fn write_publish(&mut self, now: Instant, conn: Key, q: &Queued, packet_id: u16, dup: bool) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let Ok(expiry) = q.msg.remaining_expiry(now) else {
+            self.stats.dropped_expired += 1;
+            return;
+        };
+        let enc = q.msg.encoder(c.version);
+        let d = Delivery {
+            qos: q.qos,
+            dup,
+            retain: q.retain,
+            packet_id,
+            topic_alias: None,
+            omit_topic: false,
+            subscription_ids: q.sub_ids.as_slice(),
+            message_expiry_interval: expiry,
+        };
+        match enc.encoded_len(&d) {
+            Ok(n) if n <= c.client_max_packet as usize => {
+                let before = c.out.buf().len();
+                if enc.encode_head(&d, c.out.buf()).is_ok() {
+                    let head = c.out.buf().len() - before;
+                    c.out.wrote(head);
+                    c.out.push_payload(enc.payload());
+                    self.stats.messages_sent += 1;
+                    self.stats.packets_sent += 1;
+                    self.want_write(conn);
+                }
+            }
+            _ => {
+                // 3.1.2.11.4: a packet over the client's Maximum Packet Size is discarded.
+                self.stats.dropped_too_large += 1;
+            }
+        }
+    }
+
+    fn on_puback(&mut self, now: Instant, sid: Key, packet_id: u16) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if let Some(pos) = s.inflight_position(packet_id)
+            && s.inflight[pos].stage == Stage::Published
+            && s.inflight[pos].delivery.qos == QoS::AtLeastOnce
+        {
+            s.inflight.remove(pos);
+            self.stats.messages_acked += 1;
+            self.drain_queue(now, sid);
+        }
+    }
+
+    fn on_pubrec(&mut self, now: Instant, conn: Key, sid: Key, ack: Ack) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let Some(pos) = s.inflight_position(ack.packet_id) else {
+            if self
+                .conns
+                .get(conn)
+                .is_some_and(|c| c.version == ProtocolVersion::V5)
+            {
+                let rel = Ack {
+                    packet_id: ack.packet_id,
+                    reason_code: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                    ..Ack::default()
+                };
+                self.send(conn, &Packet::PubRel(rel));
+            }
+            return;
+        };
+        if !ack.reason_code.is_success() {
+            // 4.3.3: a failure PUBREC ends the flow.
+            s.inflight.remove(pos);
+            self.drain_queue(now, sid);
+            return;
+        }
+        s.inflight[pos].stage = Stage::Released;
+        s.inflight[pos].sent_at = now;
+        self.send(conn, &Packet::PubRel(Ack::new(ack.packet_id)));
+    }
+
+    fn on_pubrel(&mut self, conn: Key, sid: Key, packet_id: u16) {
+        let known = self
+            .sessions
+            .get_mut(sid)
+            .is_some_and(|s| s.awaiting_rel.remove(&packet_id).is_some());
+        let v5 = self
+            .conns
+            .get(conn)
+            .is_some_and(|c| c.version == ProtocolVersion::V5);
+        let reason = if known || !v5 {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        let comp = Ack {
+            packet_id,
+            reason_code: reason,
+            ..Ack::default()
+        };
+        self.send(conn, &Packet::PubComp(comp));
+    }
+
+    fn on_pubcomp(&mut self, now: Instant, sid: Key, packet_id: u16) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if let Some(pos) = s.inflight_position(packet_id)
+            && s.inflight[pos].stage == Stage::Released
+        {
+            s.inflight.remove(pos);
+            self.stats.messages_acked += 1;
+            self.drain_queue(now, sid);
+        }
+    }
+
+    /// Moves queued messages into the inflight window while it has room.
+    fn drain_queue(&mut self, now: Instant, sid: Key) {
+        loop {
+            let Some(s) = self.sessions.get_mut(sid) else {
+                return;
+            };
+            let Some(conn) = s.conn else { return };
+            if !self
+                .conns
+                .get(conn)
+                .is_some_and(|c| matches!(c.state, ConnState::Connected))
+            {
+                return;
+            }
+            let Some(front) = s.mqueue.front() else {
+                return;
+            };
+            if front.qos == QoS::AtMostOnce {
+                let Some(q) = s.mqueue.pop_front() else {
+                    return;
+                };
+                self.write_publish(now, conn, &q, 0, false);
+                continue;
+            }
+            let Some(pid) = s.next_packet_id() else {
+                return;
+            };
+            let Some(q) = s.mqueue.pop_front() else {
+                return;
+            };
+            s.inflight.push_back(Inflight {
+                packet_id: pid,
+                delivery: q,
+                stage: Stage::Published,
+                sent_at: now,
+            });
+            let arm = !s.retry_armed;
+            s.retry_armed = true;
+            if let Some(entry) = s.inflight.back().cloned() {
+                self.write_publish(now, conn, &entry.delivery, pid, false);
+            }
+            if arm {
+                self.arm(now + self.settings.retry_interval, Timer::Retry(sid));
+            }
+        }
+    }
+
+    /// After CONNACK on a resumed session: retransmit the inflight window (PUBLISH with DUP,
+    /// PUBREL for released ones; 4.4), then drain the queue.
+    fn resume(&mut self, now: Instant, sid: Key) {
+        self.retransmit(now, sid, true);
+        self.drain_queue(now, sid);
+    }
+
+    fn retransmit(&mut self, now: Instant, sid: Key, all: bool) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let Some(conn) = s.conn else { return };
+        let due = now.checked_sub(self.settings.retry_interval);
+        let mut resend: Vec<(u16, Stage, Queued)> = Vec::new();
+        for i in s.inflight.iter_mut() {
+            if all || due.is_some_and(|d| i.sent_at <= d) {
+                i.sent_at = now;
+                resend.push((i.packet_id, i.stage, i.delivery.clone()));
+            }
+        }
+        for (pid, stage, q) in resend {
+            match stage {
+                Stage::Published => self.write_publish(now, conn, &q, pid, true),
+                Stage::Released => self.send(conn, &Packet::PubRel(Ack::new(pid))),
+            }
+            self.stats.messages_retransmitted += 1;
+        }
+    }
+
+    fn on_subscribe(&mut self, conn: Key, sid: Key, sub: Subscribe) {
+        let v5 = self
+            .conns
+            .get(conn)
+            .is_some_and(|c| c.version == ProtocolVersion::V5);
+        let sub_id = sub.properties.subscription_identifier;
+        let mut codes = Vec::with_capacity(sub.filters.len());
+        for s in sub.filters {
+            let rc = if topic::split_shared(&s.filter).is_some() || s.filter.starts_with("$queue/")
+            {
+                ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+            } else if !self.settings.wildcard_subscription && topic::has_wildcard(&s.filter) {
+                ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
+            } else if s.filter.split('/').count() > self.settings.max_topic_levels {
+                ReasonCode::TOPIC_FILTER_INVALID
+            } else {
+                let mut options = s.options;
+                options.qos = options.qos.min(self.settings.max_qos_allowed);
+                let entry = SubEntry {
+                    options,
+                    id: sub_id,
+                };
+                if let Some(sess) = self.sessions.get_mut(sid) {
+                    sess.subscriptions.insert(s.filter.clone(), entry);
+                }
+                self.add_subscription(sid, &s.filter, entry);
+                self.stats.subscribes += 1;
+                ReasonCode(options.qos as u8)
+            };
+            codes.push(rc);
+        }
+        let _ = v5;
+        let ack = SubAck {
+            packet_id: sub.packet_id,
+            reason_codes: codes,
+            ..SubAck::default()
+        };
+        self.send(conn, &Packet::SubAck(ack));
+    }
+
+    fn on_unsubscribe(&mut self, conn: Key, sid: Key, unsub: Unsubscribe) {
+        let mut codes = Vec::with_capacity(unsub.filters.len());
+        for f in unsub.filters {
+            let existed = self
+                .sessions
+                .get_mut(sid)
+                .is_some_and(|s| s.subscriptions.remove(&f).is_some());
+            if existed {
+                self.remove_subscription(sid, &f);
+            }
+            codes.push(if existed {
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        let v5 = self
+            .conns
+            .get(conn)
+            .is_some_and(|c| c.version == ProtocolVersion::V5);
+        let ack = UnsubAck {
+            packet_id: unsub.packet_id,
+            reason_codes: if v5 { codes } else { Vec::new() },
+            ..UnsubAck::default()
+        };
+        self.send(conn, &Packet::UnsubAck(ack));
+    }
+
+    fn on_disconnect(&mut self, conn: Key, sid: Key, d: Disconnect) {
+        if let Some(e) = d.properties.session_expiry_interval {
+            let Some(s) = self.sessions.get_mut(sid) else {
+                return;
+            };
+            if s.expiry_interval.is_zero() && e != 0 {
+                // [MQTT-3.14.2-?] 3.14.2.2.2: a non-zero expiry after connecting with zero.
+                self.disconnect(conn, ReasonCode::PROTOCOL_ERROR);
+                return;
+            }
+            s.expiry_interval = Duration::from_secs(u64::from(e));
+        }
+        self.close(conn);
+    }
+
+    // ---- subscriptions and routes --------------------------------------------------------------
+
+    fn add_subscription(&mut self, sid: Key, filter: &str, entry: SubEntry) {
+        let first = !self.subs.contains_filter(filter);
+        self.subs.insert(filter, sid, entry);
+        if first {
+            self.broadcast_route(filter, true);
+        }
+    }
+
+    fn remove_subscription(&mut self, sid: Key, filter: &str) {
+        if self.subs.remove(filter, &sid).is_some() && !self.subs.contains_filter(filter) {
+            self.broadcast_route(filter, false);
+        }
+    }
+
+    fn broadcast_route(&mut self, filter: &str, add: bool) {
+        let f: MqttStr = filter.to_owned().into();
+        for dest in 0..self.shards {
+            if dest == self.id {
+                self.apply_route(dest, filter, add);
+            } else {
+                self.outbox.push_back((
+                    dest,
+                    ShardMsg::Route {
+                        filter: f.clone(),
+                        add,
+                    },
+                ));
+            }
+        }
+    }
+
+    fn apply_route(&mut self, shard: ShardId, filter: &str, add: bool) {
+        if add {
+            self.routes.insert(filter, shard, ());
+        } else {
+            self.routes.remove(filter, &shard);
+        }
+    }
+
+    // ---- registry ----------------------------------------------------------------------------
+
+    fn owner_of(&self, client_id: &str) -> ShardId {
+        owner_of(client_id, self.shards)
+    }
+
+    fn send_shard(&mut self, dest: ShardId, msg: ShardMsg) {
+        if dest == self.id {
+            self.local.push_back(msg);
+        } else {
+            self.outbox.push_back((dest, msg));
+        }
+    }
+
+    fn drain_local(&mut self, now: Instant) {
+        while let Some(msg) = self.local.pop_front() {
+            self.on_message(now, self.id, msg);
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, from: ShardId, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Publish(m) => self.deliver_local(now, &m),
+            ShardMsg::Route { filter, add } => self.apply_route(from, &filter, add),
+            ShardMsg::Registry(r) => self.on_registry(now, *r),
+        }
+    }
+
+    fn on_registry(&mut self, now: Instant, msg: RegistryMsg) {
+        match msg {
+            RegistryMsg::Register {
+                client_id,
+                shard,
+                conn,
+                clean_start,
+            } => {
+                let prev = self
+                    .registry
+                    .insert(client_id.clone(), RegEntry { shard, token: conn });
+                match prev {
+                    None => self.send_shard(
+                        shard,
+                        ShardMsg::Registry(Box::new(RegistryMsg::Proceed {
+                            conn,
+                            session: None,
+                        })),
+                    ),
+                    Some(old) => self.send_shard(
+                        old.shard,
+                        ShardMsg::Registry(Box::new(RegistryMsg::TakeOver {
+                            client_id,
+                            new_shard: shard,
+                            new_conn: conn,
+                            want_session: !clean_start,
+                        })),
+                    ),
+                }
+            }
+            RegistryMsg::TakeOver {
+                client_id,
+                new_shard,
+                new_conn,
+                want_session,
+            } => {
+                let state = match self.by_client.get(&client_id).copied() {
+                    Some(sid) => self.hand_over(now, sid, want_session),
+                    None => None,
+                };
+                self.send_shard(
+                    new_shard,
+                    ShardMsg::Registry(Box::new(RegistryMsg::Proceed {
+                        conn: new_conn,
+                        session: state,
+                    })),
+                );
+            }
+            RegistryMsg::Proceed { conn, session } => {
+                self.on_proceed(now, Key::from_u64(conn), session);
+            }
+            RegistryMsg::Unregister {
+                client_id,
+                shard,
+                token,
+            } => {
+                if self
+                    .registry
+                    .get(&client_id)
+                    .is_some_and(|e| e.shard == shard && e.token == token)
+                {
+                    self.registry.remove(&client_id);
+                }
+            }
+        }
+    }
+
+    /// Ends the local session of a client that connected again elsewhere (or here):
+    /// DISCONNECT 0x8E to its connection, and its state if the new connection wants it.
+    fn hand_over(
+        &mut self,
+        now: Instant,
+        sid: Key,
+        want_session: bool,
+    ) -> Option<Box<SessionState>> {
+        let conn = self.sessions.get(sid).and_then(|s| s.conn);
+        if let Some(conn) = conn {
+            self.stats.takeovers += 1;
+            self.disconnect(conn, ReasonCode::SESSION_TAKEN_OVER);
+        }
+        let mut session = self.sessions.remove(sid)?;
+        self.by_client.remove(&session.client_id);
+        for f in session.subscriptions.keys() {
+            self.remove_subscription(sid, f);
+        }
+        let expired = session.expires_at.is_some_and(|at| at <= now);
+        if want_session && !expired {
+            Some(Box::new(session.take_state()))
+        } else {
+            None
+        }
+    }
+
+    // ---- connection lifecycle ------------------------------------------------------------------
+
+    /// The connection is gone: its session goes offline, or ends if its expiry is zero.
+    fn detach(&mut self, now: Instant, conn: Key) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        c.state = ConnState::Closing;
+        let Some(sid) = c.session.take() else { return };
+        self.stats.connections_closed += 1;
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if s.conn != Some(conn) {
+            return;
+        }
+        s.conn = None;
+        if s.expiry_interval.is_zero() {
+            self.discard_session(sid);
+        } else {
+            let at = now + s.expiry_interval;
+            s.expires_at = Some(at);
+            self.arm(at, Timer::SessionExpiry(sid));
+        }
+    }
+
+    fn discard_session(&mut self, sid: Key) {
+        let Some(s) = self.sessions.remove(sid) else {
+            return;
+        };
+        self.by_client.remove(&s.client_id);
+        for f in s.subscriptions.keys() {
+            self.remove_subscription(sid, f);
+        }
+        let lost = s
+            .inflight
+            .iter()
+            .filter(|i| i.delivery.qos != QoS::AtMostOnce)
+            .count()
+            + s.mqueue.iter().filter(|q| q.qos != QoS::AtMostOnce).count();
+        self.stats.dropped_session_ended += lost as u64;
+        let owner = self.owner_of(&s.client_id);
+        self.send_shard(
+            owner,
+            ShardMsg::Registry(Box::new(RegistryMsg::Unregister {
+                client_id: s.client_id,
+                shard: self.id,
+                token: s.reg_token,
+            })),
+        );
+    }
+
+    /// A CONNECT refused with a reason code: CONNACK and close.
+    fn refuse(&mut self, conn: Key, rc: ReasonCode) {
+        self.stats.connections_refused += 1;
+        let ack = ConnAck {
+            reason_code: rc,
+            ..ConnAck::default()
+        };
+        self.send(conn, &Packet::ConnAck(ack));
+        self.close(conn);
+    }
+
+    /// A decoding error: answer as the version allows and close.
+    fn protocol_error(&mut self, conn: Key, e: &Error) {
+        self.stats.protocol_errors += 1;
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        match (&c.state, c.decoder.version()) {
+            (ConnState::AwaitConnect, _) => {
+                if let Error::UnsupportedProtocol { level, .. } = e {
+                    // 3.1.2.2: CONNACK 0x84 (v5) or return code 1, then close.
+                    c.version = if *level == 5 {
+                        ProtocolVersion::V5
+                    } else {
+                        ProtocolVersion::V3_1_1
+                    };
+                    self.refuse(conn, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
+                    return;
+                }
+                self.close(conn);
+            }
+            _ => self.disconnect(conn, e.reason_code()),
+        }
+    }
+
+    /// DISCONNECT with a reason code (MQTT 5 only; older versions just close), then close.
+    fn disconnect(&mut self, conn: Key, rc: ReasonCode) {
+        self.disconnect_quiet(conn, rc);
+        self.close(conn);
+    }
+
+    fn disconnect_quiet(&mut self, conn: Key, rc: ReasonCode) {
+        let Some(c) = self.conns.get(conn) else {
+            return;
+        };
+        if c.version == ProtocolVersion::V5 && matches!(c.state, ConnState::Connected) {
+            self.send(conn, &Packet::Disconnect(Disconnect::new(rc)));
+        }
+        if rc != ReasonCode::NORMAL_DISCONNECTION {
+            self.stats.disconnects_sent += 1;
+        }
+    }
+
+    /// Asks the driver to flush and close the connection. Input stops at once; the session
+    /// stays attached until the socket is gone ([`Shard::handle_closed`]).
+    fn close(&mut self, conn: Key) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        if matches!(c.state, ConnState::Closing) {
+            return;
+        }
+        c.state = ConnState::Closing;
+        self.events.push_back(Event::Close(conn));
+    }
+
+    fn send(&mut self, conn: Key, packet: &Packet) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let before = c.out.buf().len();
+        if packet.encode(c.version, c.out.buf()).is_ok() {
+            let n = c.out.buf().len() - before;
+            c.out.wrote(n);
+            self.stats.packets_sent += 1;
+            self.want_write(conn);
+        }
+    }
+
+    fn want_write(&mut self, conn: Key) {
+        if let Some(c) = self.conns.get_mut(conn)
+            && !c.write_pending
+        {
+            c.write_pending = true;
+            self.events.push_back(Event::Write(conn));
+        }
+    }
+
+    // ---- timers ------------------------------------------------------------------------------
+
+    fn arm(&mut self, at: Instant, t: Timer) {
+        self.timers.push(Reverse((at, t)));
+    }
+
+    fn fire(&mut self, now: Instant, t: Timer) {
+        match t {
+            Timer::ConnectTimeout(conn) => {
+                if self
+                    .conns
+                    .get(conn)
+                    .is_some_and(|c| matches!(c.state, ConnState::AwaitConnect))
+                {
+                    self.stats.connect_timeouts += 1;
+                    self.close(conn);
+                }
+            }
+            Timer::KeepAlive(conn) => {
+                let Some(c) = self.conns.get(conn) else {
+                    return;
+                };
+                if !matches!(c.state, ConnState::Connected) || c.keep_alive.is_zero() {
+                    return;
+                }
+                let deadline = c.last_rx + c.keep_alive;
+                if deadline <= now {
+                    self.stats.keepalive_timeouts += 1;
+                    self.disconnect(conn, ReasonCode::KEEP_ALIVE_TIMEOUT);
+                } else {
+                    self.arm(deadline, Timer::KeepAlive(conn));
+                }
+            }
+            Timer::Retry(sid) => {
+                let Some(s) = self.sessions.get_mut(sid) else {
+                    return;
+                };
+                s.retry_armed = false;
+                if s.inflight.is_empty() {
+                    return;
+                }
+                if s.conn.is_some() {
+                    self.retransmit(now, sid, false);
+                }
+                let Some(s) = self.sessions.get_mut(sid) else {
+                    return;
+                };
+                if let Some(oldest) = s.inflight.iter().map(|i| i.sent_at).min() {
+                    s.retry_armed = true;
+                    let at =
+                        (oldest + self.settings.retry_interval).max(now + Duration::from_millis(1));
+                    self.arm(at, Timer::Retry(sid));
+                }
+            }
+            Timer::SessionExpiry(sid) => {
+                let Some(s) = self.sessions.get(sid) else {
+                    return;
+                };
+                if s.conn.is_none() && s.expires_at.is_some_and(|at| at <= now) {
+                    self.stats.sessions_expired += 1;
+                    self.discard_session(sid);
+                }
+            }
+            Timer::AwaitRel(sid) => {
+                let timeout = self.settings.await_rel_timeout;
+                let Some(s) = self.sessions.get_mut(sid) else {
+                    return;
+                };
+                let before = s.awaiting_rel.len();
+                s.awaiting_rel.retain(|_, at| *at + timeout > now);
+                self.stats.dropped_await_rel_timeout += (before - s.awaiting_rel.len()) as u64;
+                s.await_rel_armed = false;
+                if let Some(oldest) = s.awaiting_rel.values().min().copied() {
+                    s.await_rel_armed = true;
+                    self.arm(oldest + timeout, Timer::AwaitRel(sid));
+                }
+            }
+        }
+    }
+}
+
+/// The shard that owns the registry entry of `client_id`. `DefaultHasher::new()` is
+/// deterministic (fixed keys), so every shard computes the same owner.
+fn owner_of(client_id: &str, shards: u16) -> ShardId {
+    let mut h = DefaultHasher::new();
+    client_id.hash(&mut h);
+    (h.finish() % u64::from(shards.max(1))) as ShardId
+}

@@ -1,0 +1,96 @@
+//! Messages as they travel between sessions and shards.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use net::mqtt::{
+    EncodeError, MqttStr, ProtocolVersion, Publish, PublishEncoder, PublishProperties, QoS,
+};
+
+use crate::slab::Key;
+
+/// Where a message was published: the shard and the publisher's session, for No Local.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Shard of the publishing connection.
+    pub shard: u16,
+    /// The publisher's session on that shard.
+    pub session: Key,
+}
+
+/// An application message after it was accepted from a publisher. Shared by every shard and
+/// session it goes to (`Arc`); the payload is the `Bytes` slice of the publisher's read buffer,
+/// never copied. The parts of the PUBLISH every receiver shares are encoded once, here.
+#[derive(Debug)]
+pub struct Message {
+    /// Topic name (after topic alias resolution).
+    pub topic: MqttStr,
+    /// QoS it was published with.
+    pub qos: QoS,
+    /// RETAIN flag it was published with.
+    pub retain: bool,
+    /// Payload.
+    pub payload: Bytes,
+    /// When the Message Expiry Interval runs out.
+    pub expires_at: Option<Instant>,
+    /// Publisher.
+    pub origin: Origin,
+    /// Payload Format Indicator, Content Type, Response Topic, Correlation Data, User
+    /// Properties as published (Topic Alias and Subscription Identifiers removed).
+    pub properties: PublishProperties,
+    v3: PublishEncoder,
+    v5: PublishEncoder,
+}
+
+impl Message {
+    /// Builds the shared message from a received PUBLISH whose topic alias is resolved.
+    pub fn new(
+        mut publish: Publish,
+        origin: Origin,
+        now: Instant,
+    ) -> Result<Arc<Self>, EncodeError> {
+        publish.properties.topic_alias = None;
+        publish.properties.subscription_identifiers.clear();
+        let expires_at = publish
+            .properties
+            .message_expiry_interval
+            .map(|s| now + std::time::Duration::from_secs(u64::from(s)));
+        let v3 = PublishEncoder::new(&publish, ProtocolVersion::V3_1_1)?;
+        let v5 = PublishEncoder::new(&publish, ProtocolVersion::V5)?;
+        Ok(Arc::new(Self {
+            topic: publish.topic,
+            qos: publish.qos,
+            retain: publish.retain,
+            payload: publish.payload,
+            expires_at,
+            origin,
+            properties: publish.properties,
+            v3,
+            v5,
+        }))
+    }
+
+    /// The fan-out encoder for a receiver speaking `version`.
+    pub fn encoder(&self, version: ProtocolVersion) -> &PublishEncoder {
+        match version {
+            ProtocolVersion::V5 => &self.v5,
+            _ => &self.v3,
+        }
+    }
+
+    /// The Message Expiry Interval to send now: `Ok(None)` if the message has none,
+    /// `Err(())` if it has expired (3.3.2.3.3: the remaining lifetime, rounded up).
+    #[allow(clippy::result_unit_err)]
+    pub fn remaining_expiry(&self, now: Instant) -> Result<Option<u32>, ()> {
+        match self.expires_at {
+            None => Ok(None),
+            Some(at) if at <= now => Err(()),
+            Some(at) => {
+                let left = at - now;
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                Ok(Some(u32::try_from(secs).unwrap_or(u32::MAX)))
+            }
+        }
+    }
+}

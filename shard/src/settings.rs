@@ -1,0 +1,80 @@
+//! The MQTT settings a shard enforces, already parsed and validated by the broker's
+//! configuration (EMQX key names in brackets).
+
+use std::time::Duration;
+
+/// Per-shard protocol settings. Cheap to clone; every shard holds its own copy.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest packet accepted and advertised (`mqtt.max_packet_size`).
+    pub max_packet_size: u32,
+    /// Longest client identifier accepted (`mqtt.max_clientid_len`).
+    pub max_clientid_len: usize,
+    /// Most levels in a topic name or filter (`mqtt.max_topic_levels`).
+    pub max_topic_levels: usize,
+    /// Highest QoS granted (`mqtt.max_qos_allowed`).
+    pub max_qos_allowed: net::mqtt::QoS,
+    /// Outgoing QoS 1/2 window per session; the client's Receive Maximum lowers it
+    /// (`mqtt.max_inflight`).
+    pub max_inflight: u16,
+    /// Messages queued per session beyond the inflight window (`mqtt.max_mqueue_len`).
+    pub max_mqueue_len: usize,
+    /// Queue QoS 0 messages for offline sessions (`mqtt.mqueue_store_qos0`).
+    pub mqueue_store_qos0: bool,
+    /// Incoming QoS 2 messages awaiting PUBREL per session (`mqtt.max_awaiting_rel`).
+    pub max_awaiting_rel: usize,
+    /// How long an incoming QoS 2 message waits for PUBREL (`mqtt.await_rel_timeout`).
+    pub await_rel_timeout: Duration,
+    /// Retransmission interval for unacknowledged outgoing QoS 1/2 (`mqtt.retry_interval`).
+    pub retry_interval: Duration,
+    /// How long a new connection may take to send CONNECT (`mqtt.idle_timeout`).
+    pub idle_timeout: Duration,
+    /// Keep Alive is enforced at this multiple of the negotiated interval
+    /// (`mqtt.keepalive_multiplier`).
+    pub keepalive_multiplier: f64,
+    /// Session expiry for MQTT 3.1/3.1.1 clients connecting with Clean Session 0
+    /// (`mqtt.session_expiry_interval`).
+    pub session_expiry_interval: Duration,
+    /// Keep Alive imposed on clients (Server Keep Alive), if any (`mqtt.server_keepalive`).
+    pub server_keepalive: Option<u16>,
+    /// Topic Alias Maximum advertised to clients (`mqtt.max_topic_alias`).
+    pub max_topic_alias: u16,
+    /// Wildcard subscriptions allowed (`mqtt.wildcard_subscription`).
+    pub wildcard_subscription: bool,
+    /// Shared subscriptions allowed (`mqtt.shared_subscription`).
+    pub shared_subscription: bool,
+    /// Retained messages supported (`mqtt.retain_available`).
+    pub retain_available: bool,
+    /// Bytes buffered for a connection's socket beyond which QoS 0 deliveries are dropped
+    /// rather than queued.
+    pub max_write_buffer: usize,
+    /// Packets processed per connection per event-loop turn before yielding.
+    pub max_packets_per_read: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_packet_size: 1024 * 1024,
+            max_clientid_len: 65535,
+            max_topic_levels: 128,
+            max_qos_allowed: net::mqtt::QoS::ExactlyOnce,
+            max_inflight: 32,
+            max_mqueue_len: 1000,
+            mqueue_store_qos0: true,
+            max_awaiting_rel: 100,
+            await_rel_timeout: Duration::from_secs(300),
+            retry_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(15),
+            keepalive_multiplier: 1.5,
+            session_expiry_interval: Duration::from_secs(2 * 3600),
+            server_keepalive: None,
+            max_topic_alias: 65535,
+            wildcard_subscription: true,
+            shared_subscription: true,
+            retain_available: true,
+            max_write_buffer: 4 * 1024 * 1024,
+            max_packets_per_read: 256,
+        }
+    }
+}
