@@ -1,36 +1,23 @@
-//! The `broker` binary.
+//! The `broker` binary: parses the command line and hands over to the library (`lib.rs`).
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
-/// A thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker.
-#[derive(Debug, Parser)]
-#[command(name = "broker", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve MQTT.
-    Run {
-        /// Number of shards, one pinned thread per core.
-        #[arg(long)]
-        cores: Option<usize>,
-    },
-}
+use broker::cli::{self, Cli, Command};
+use broker::config::Config;
+use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { .. } => {
-            eprintln!(
-                "broker: the serving core is not part of this build yet; \
-                 the MQTT codec (crate `net`) is. See README.md."
-            );
-            ExitCode::from(2)
-        }
+        Command::Run(args) => match cli::start(&args.config) {
+            Ok(config) => run(config, args.cores),
+            Err(status) => status,
+        },
+        Command::Config(command) => cli::config(command),
     }
+}
+
+/// Starts `cores` shards with `config` and serves until SIGTERM or SIGINT.
+fn run(config: Config, cores: usize) -> ExitCode {
+    broker::server::serve(&config, cores)
 }

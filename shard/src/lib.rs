@@ -5,6 +5,7 @@
 //! cores; [`trie`] the subscription index.
 
 pub mod core;
+pub mod driver;
 pub mod message;
 pub mod out;
 pub mod ring;

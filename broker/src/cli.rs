@@ -1,0 +1,201 @@
+//! The command line: `broker run`, `broker config keys`, `broker config check`.
+//!
+//! Errors in the configuration print one line, `error: <message>`, on standard error and exit
+//! with status 2, like clap's own usage errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, Resolved, schema};
+use crate::{cpus, logger};
+
+/// Exit status for a usage or configuration error (clap uses the same).
+pub const EXIT_USAGE: u8 = 2;
+
+/// A thread-per-core MQTT 3.1 / 3.1.1 / 5.0 broker.
+#[derive(Debug, Parser)]
+#[command(name = "broker", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve MQTT.
+    #[command(after_help = PRECEDENCE)]
+    Run(RunArgs),
+    /// List the configuration keys, or check a configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+const PRECEDENCE: &str = "\
+Configuration: built-in defaults, then the --config file, then environment variables \
+BROKER_<KEY> (levels separated by __, e.g. BROKER_MQTT__MAX_INFLIGHT=64), then --set; \
+a later source wins. `broker config keys` lists every key with its type and default; \
+`broker config check` prints the effective configuration.";
+
+/// `broker run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Shards to start, one thread pinned to each core: from 1 to the number of CPUs this
+    /// process may run on (its affinity mask). The default is the number of available CPUs.
+    #[arg(long, value_name = "N", default_value_t = cpus::default_count(), value_parser = parse_cores)]
+    pub cores: usize,
+    /// Where the configuration comes from.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// The configuration sources given on the command line.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// TOML configuration file with EMQX key names [default: none, built-in defaults only]
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Set one key, e.g. --set mqtt.max_inflight=64 (dotted path, value as in an environment
+    /// variable); repeatable, the last one wins; overrides BROKER_* variables and the file
+    /// [default: none]
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+/// `broker config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every configuration key with its type, default and meaning.
+    Keys {
+        /// Print the Markdown table of docs/configuration.md instead.
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Validate the configuration and print the effective values as TOML.
+    #[command(after_help = PRECEDENCE)]
+    Check(ConfigArgs),
+}
+
+/// Parses `--cores`: from 1 to [`cpus::allowed`]. A larger value is an error, never clamped.
+pub fn parse_cores(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .parse()
+        .map_err(|_| "expected a number of cores".to_owned())?;
+    let allowed = cpus::allowed();
+    match n {
+        0 => Err("must be at least 1".to_owned()),
+        n if n > allowed => Err(format!(
+            "this process may run on {allowed} CPU{} (its affinity mask), so at most {allowed}",
+            if allowed == 1 { "" } else { "s" }
+        )),
+        n => Ok(n),
+    }
+}
+
+/// Loads the configuration from `args` and the process environment.
+pub fn load(args: &ConfigArgs) -> Result<Resolved, ConfigError> {
+    Resolved::load(args.config.as_deref(), process_env(), &args.sets)
+}
+
+/// The process environment, with names and values that are not UTF-8 converted lossily (a
+/// `BROKER_*` name is ASCII anyway).
+pub fn process_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().map(|(k, v)| {
+        (
+            k.to_string_lossy().into_owned(),
+            v.to_string_lossy().into_owned(),
+        )
+    })
+}
+
+/// The start of `broker run`: loads the configuration, installs the logger at `log.level` and
+/// logs every key that differs from its default. On error, prints it and returns the exit
+/// status to end with.
+pub fn start(args: &ConfigArgs) -> Result<Config, ExitCode> {
+    let resolved = load(args).map_err(|e| fail(&e))?;
+    let level = resolved.config().log.level.filter();
+    if logger::init(level).is_err() {
+        logger::set_level(level);
+    }
+    log::info!("broker {} starting", env!("CARGO_PKG_VERSION"));
+    let mut changed = 0;
+    for setting in resolved.changed() {
+        changed += 1;
+        log::info!(
+            "config: {} = {} ({})",
+            setting.key.path,
+            setting.value.to_toml(),
+            setting.origin
+        );
+    }
+    if changed == 0 {
+        log::info!("config: built-in defaults");
+    }
+    Ok(resolved.into_config())
+}
+
+/// Runs `broker config ...`.
+pub fn config(command: ConfigCommand) -> ExitCode {
+    match command {
+        ConfigCommand::Keys { markdown: false } => print!("{}", schema::keys_text()),
+        ConfigCommand::Keys { markdown: true } => print!("{}", schema::keys_markdown()),
+        ConfigCommand::Check(args) => match load(&args) {
+            Ok(resolved) => print!("{}", resolved.to_toml()),
+            Err(e) => return fail(&e),
+        },
+    }
+    ExitCode::SUCCESS
+}
+
+fn fail(error: &ConfigError) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn cores() {
+        assert_eq!(parse_cores("1"), Ok(1));
+        assert_eq!(
+            parse_cores(&cpus::allowed().to_string()),
+            Ok(cpus::allowed())
+        );
+        assert_eq!(parse_cores("0"), Err("must be at least 1".to_owned()));
+        assert!(parse_cores(&(cpus::allowed() + 1).to_string()).is_err());
+        assert!(parse_cores("-1").is_err());
+        assert!(parse_cores("two").is_err());
+    }
+
+    #[test]
+    fn run_arguments() {
+        let cli = Cli::try_parse_from([
+            "broker", "run", "--cores", "1", "-c", "b.toml", "--set", "a=1", "--set", "b=2",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.cores, 1);
+        assert_eq!(args.config.config, Some(PathBuf::from("b.toml")));
+        assert_eq!(args.config.sets, ["a=1", "b=2"]);
+
+        let Command::Run(args) = Cli::try_parse_from(["broker", "run"]).unwrap().command else {
+            panic!("not run")
+        };
+        assert_eq!(args.cores, cpus::default_count());
+        assert!(args.config.config.is_none() && args.config.sets.is_empty());
+    }
+}

@@ -1,0 +1,471 @@
+//! Configuration: EMQX key names, one schema, three sources.
+//!
+//! Every key is an entry in [`schema::KEYS`] (path, [`Kind`], default, one line of doc) and a
+//! typed field of [`Config`]. Settings are taken from, in increasing precedence:
+//!
+//! 1. the built-in defaults;
+//! 2. the TOML file (`--config FILE`), tables and dotted keys alike (`[mqtt]` +
+//!    `max_inflight = 64`, or `mqtt.max_inflight = 64`);
+//! 3. environment variables `BROKER_<KEY>`, levels separated by `__`
+//!    (`BROKER_MQTT__MAX_INFLIGHT=64`);
+//! 4. `--set KEY=VALUE` arguments, in order (`--set mqtt.max_inflight=64`).
+//!
+//! A later source wins. Unknown keys and values a key does not accept are errors that name the
+//! source (`FILE:LINE`, `env VAR`, `--set ARG`) and the key: see [`ConfigError`]. The value
+//! syntax (durations, sizes, addresses) is in [`value`].
+
+mod error;
+pub mod schema;
+mod sources;
+pub mod value;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{ConfigError, Origin};
+pub use schema::{KEYS, Key};
+pub use value::{Kind, Value};
+
+use sources::Assignment;
+use value::{FromValue, Input};
+
+/// The broker's configuration, validated and typed. Field docs name the key each comes from.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// `listeners.*`: where clients connect.
+    pub listeners: Listeners,
+    /// `node.*`: this broker process.
+    pub node: Node,
+    /// `mqtt.*`: protocol limits and features.
+    pub mqtt: Mqtt,
+    /// `log.*`: logging.
+    pub log: Log,
+    /// `shard.*`: the thread-per-core engine (our own keys, not EMQX's).
+    pub shard: Shard,
+}
+
+/// `listeners.*`, by transport and then by listener name, as in EMQX.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Listeners {
+    /// `listeners.tcp.*`: MQTT over TCP.
+    pub tcp: TcpListeners,
+}
+
+/// `listeners.tcp.*`. EMQX allows any number of named listeners; we have `default` for now.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct TcpListeners {
+    /// `listeners.tcp.default.*`.
+    pub default: TcpListener,
+}
+
+/// One MQTT over TCP listener.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct TcpListener {
+    /// `bind`: the address every shard binds (with `SO_REUSEPORT`).
+    pub bind: SocketAddr,
+    /// `enable`: whether the listener is started.
+    pub enable: bool,
+    /// `max_connections`: most connections held at once, over all shards.
+    pub max_connections: Limit,
+}
+
+/// `"infinity"` or a positive maximum, as EMQX writes limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// No limit.
+    Infinity,
+    /// At most this many (at least 1).
+    Max(u64),
+}
+
+/// `node.*`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Node {
+    /// `data_dir`: directory of the durable log.
+    pub data_dir: PathBuf,
+    /// `driver`: the shards' runtime driver.
+    pub driver: Driver,
+}
+
+/// `node.driver`: which kernel interface the shard runtimes use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring where the kernel allows it, else epoll (logged once at start).
+    Auto,
+    /// io_uring or fail.
+    IoUring,
+    /// epoll, even where io_uring is available.
+    Epoll,
+}
+
+/// `mqtt.*`: protocol limits and features, with EMQX's names and meanings.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Mqtt {
+    /// `max_packet_size`: largest packet accepted, in bytes (1 to 268 435 456).
+    pub max_packet_size: u32,
+    /// `max_clientid_len`: longest client identifier accepted (23 to 65535).
+    pub max_clientid_len: usize,
+    /// `max_topic_levels`: most levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// `max_qos_allowed`: highest QoS granted and accepted.
+    pub max_qos_allowed: net::mqtt::QoS,
+    /// `max_inflight`: outgoing QoS 1/2 window per session.
+    pub max_inflight: u16,
+    /// `max_mqueue_len`: messages queued per session behind the inflight window.
+    pub max_mqueue_len: usize,
+    /// `mqueue_store_qos0`: queue QoS 0 messages too.
+    pub mqueue_store_qos0: bool,
+    /// `max_awaiting_rel`: incoming QoS 2 messages awaiting PUBREL per session.
+    pub max_awaiting_rel: usize,
+    /// `await_rel_timeout`: how long an incoming QoS 2 message waits for PUBREL.
+    pub await_rel_timeout: Duration,
+    /// `retry_interval`: retransmission interval for unacknowledged QoS 1/2 messages.
+    pub retry_interval: Duration,
+    /// `idle_timeout`: how long a new connection may take to send CONNECT.
+    pub idle_timeout: Duration,
+    /// `keepalive_multiplier`: Keep Alive is enforced at this multiple of the interval.
+    pub keepalive_multiplier: f64,
+    /// `session_expiry_interval`: session expiry for MQTT 3.1/3.1.1 persistent sessions.
+    pub session_expiry_interval: Duration,
+    /// `server_keepalive`: Server Keep Alive in seconds imposed on MQTT 5 clients, if any.
+    pub server_keepalive: Option<u16>,
+    /// `max_topic_alias`: Topic Alias Maximum advertised to MQTT 5 clients.
+    pub max_topic_alias: u16,
+    /// `wildcard_subscription`: wildcard subscriptions allowed.
+    pub wildcard_subscription: bool,
+    /// `shared_subscription`: shared subscriptions allowed.
+    pub shared_subscription: bool,
+    /// `retain_available`: retained messages supported.
+    pub retain_available: bool,
+}
+
+/// `log.*`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Log {
+    /// `level`: least severe level written.
+    pub level: LogLevel,
+}
+
+/// `log.level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// Also start-up and lifecycle information.
+    Info,
+    /// Everything, for debugging.
+    Debug,
+}
+
+impl LogLevel {
+    /// The `log` crate's filter for this level.
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            Self::Error => log::LevelFilter::Error,
+            Self::Warn => log::LevelFilter::Warn,
+            Self::Info => log::LevelFilter::Info,
+            Self::Debug => log::LevelFilter::Debug,
+        }
+    }
+}
+
+/// `shard.*`: our own keys for the thread-per-core engine.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Shard {
+    /// `ring_capacity`: slots per cross-shard ring, a power of two.
+    pub ring_capacity: usize,
+    /// `max_events_per_turn`: ring messages and completions handled per loop turn.
+    pub max_events_per_turn: usize,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (if any), then the `BROKER_*` variables
+    /// among `env`, then `sets` (`KEY=VALUE` each). Pass `std::env::vars()` (or a fixed list in
+    /// tests) as `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        sets: &[String],
+    ) -> Result<Self, ConfigError> {
+        Resolved::load(file, env, sets).map(Resolved::into_config)
+    }
+
+    /// Builds the typed configuration from one value per key, in [`KEYS`] order. Every key
+    /// must be read exactly once: a key without a field is reported like a mismatched one.
+    fn from_values(settings: &[Setting]) -> Result<Self, ConfigError> {
+        let v = Values {
+            settings,
+            read: RefCell::new(vec![false; settings.len()]),
+        };
+        let config = Self {
+            listeners: Listeners {
+                tcp: TcpListeners {
+                    default: TcpListener {
+                        bind: v.get("listeners.tcp.default.bind")?,
+                        enable: v.get("listeners.tcp.default.enable")?,
+                        max_connections: v.get("listeners.tcp.default.max_connections")?,
+                    },
+                },
+            },
+            node: Node {
+                data_dir: v.get("node.data_dir")?,
+                driver: v.get("node.driver")?,
+            },
+            mqtt: Mqtt {
+                max_packet_size: v.get("mqtt.max_packet_size")?,
+                max_clientid_len: v.get("mqtt.max_clientid_len")?,
+                max_topic_levels: v.get("mqtt.max_topic_levels")?,
+                max_qos_allowed: v.get("mqtt.max_qos_allowed")?,
+                max_inflight: v.get("mqtt.max_inflight")?,
+                max_mqueue_len: v.get("mqtt.max_mqueue_len")?,
+                mqueue_store_qos0: v.get("mqtt.mqueue_store_qos0")?,
+                max_awaiting_rel: v.get("mqtt.max_awaiting_rel")?,
+                await_rel_timeout: v.get("mqtt.await_rel_timeout")?,
+                retry_interval: v.get("mqtt.retry_interval")?,
+                idle_timeout: v.get("mqtt.idle_timeout")?,
+                keepalive_multiplier: v.get("mqtt.keepalive_multiplier")?,
+                session_expiry_interval: v.get("mqtt.session_expiry_interval")?,
+                server_keepalive: v.get("mqtt.server_keepalive")?,
+                max_topic_alias: v.get("mqtt.max_topic_alias")?,
+                wildcard_subscription: v.get("mqtt.wildcard_subscription")?,
+                shared_subscription: v.get("mqtt.shared_subscription")?,
+                retain_available: v.get("mqtt.retain_available")?,
+            },
+            log: Log {
+                level: v.get("log.level")?,
+            },
+            shard: Shard {
+                ring_capacity: v.get("shard.ring_capacity")?,
+                max_events_per_turn: v.get("shard.max_events_per_turn")?,
+            },
+        };
+        v.all_read()?;
+        Ok(config)
+    }
+}
+
+impl Default for Config {
+    /// The built-in defaults: what `broker run` uses with no file, variable or `--set`.
+    fn default() -> Self {
+        #[allow(clippy::expect_used)]
+        // Invariant: every default in the schema parses and fits its field; the schema tests
+        // (`config::tests::defaults`) check exactly this.
+        Resolved::defaults()
+            .expect("the built-in defaults are valid")
+            .into_config()
+    }
+}
+
+/// Reads the values of [`Config::from_values`] by key path, keeping track of what was read.
+struct Values<'a> {
+    settings: &'a [Setting],
+    read: RefCell<Vec<bool>>,
+}
+
+impl Values<'_> {
+    fn get<T: FromValue>(&self, key: &'static str) -> Result<T, ConfigError> {
+        let index = self
+            .settings
+            .iter()
+            .position(|s| s.key.path == key)
+            .ok_or(ConfigError::Schema { key })?;
+        if let Some(read) = self.read.borrow_mut().get_mut(index) {
+            *read = true;
+        }
+        T::from_value(&self.settings[index].value).ok_or(ConfigError::Schema { key })
+    }
+
+    fn all_read(&self) -> Result<(), ConfigError> {
+        let read = self.read.borrow();
+        match self
+            .settings
+            .iter()
+            .zip(read.iter())
+            .find(|(_, read)| !**read)
+        {
+            Some((unread, _)) => Err(ConfigError::Schema {
+                key: unread.key.path,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+macro_rules! from_enum {
+    ($t:ty { $($name:literal => $variant:expr),* $(,)? }) => {
+        impl FromValue for $t {
+            fn from_value(value: &Value) -> Option<Self> {
+                match value {
+                    $(Value::Enum($name) => Some($variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+from_enum!(Driver { "auto" => Driver::Auto, "io_uring" => Driver::IoUring, "epoll" => Driver::Epoll });
+from_enum!(LogLevel {
+    "error" => LogLevel::Error,
+    "warn" => LogLevel::Warn,
+    "info" => LogLevel::Info,
+    "debug" => LogLevel::Debug,
+});
+
+impl FromValue for Limit {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Infinity => Some(Self::Infinity),
+            Value::Int(n) => Some(Self::Max(*n)),
+            _ => None,
+        }
+    }
+}
+
+/// The effective value of one key and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Setting {
+    /// The key.
+    pub key: &'static Key,
+    /// Its effective value.
+    pub value: Value,
+    /// The source that set it last.
+    pub origin: Origin,
+}
+
+impl Setting {
+    /// Whether the effective value differs from the built-in default.
+    pub fn is_changed(&self) -> bool {
+        self.key
+            .kind
+            .parse(&Input::Str(self.key.default))
+            .is_ok_and(|d| d != self.value)
+    }
+}
+
+/// The outcome of loading: every key's effective value and origin, and the typed [`Config`]
+/// built from them. `broker config check` prints it; `broker run` logs what differs from the
+/// defaults.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    settings: Vec<Setting>,
+    config: Config,
+}
+
+impl Resolved {
+    /// Loads the configuration as [`Config::load`] does, keeping each key's origin.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        sets: &[String],
+    ) -> Result<Self, ConfigError> {
+        let mut layers = Vec::new();
+        if let Some(path) = file {
+            layers.push(sources::file(path)?);
+        }
+        layers.push(sources::env(env)?);
+        layers.push(sources::sets(sets)?);
+        Self::from_layers(layers)
+    }
+
+    /// The built-in defaults alone.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::from_layers(Vec::new())
+    }
+
+    fn from_layers(layers: Vec<Vec<Assignment>>) -> Result<Self, ConfigError> {
+        let mut settings = KEYS
+            .iter()
+            .map(|key| {
+                let value = key
+                    .kind
+                    .parse(&Input::Str(key.default))
+                    .map_err(|_| ConfigError::Schema { key: key.path })?;
+                Ok(Setting {
+                    key,
+                    value,
+                    origin: Origin::Default,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        for assignment in layers.into_iter().flatten() {
+            let slot = settings
+                .iter_mut()
+                .find(|s| s.key.path == assignment.key.path)
+                .ok_or(ConfigError::Schema {
+                    key: assignment.key.path,
+                })?;
+            slot.value = assignment.value;
+            slot.origin = assignment.origin;
+        }
+        let config = Config::from_values(&settings)?;
+        Ok(Self { settings, config })
+    }
+
+    /// The typed configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The typed configuration, by value.
+    pub fn into_config(self) -> Config {
+        self.config
+    }
+
+    /// Every key's effective value and origin, in [`KEYS`] order.
+    pub fn settings(&self) -> &[Setting] {
+        &self.settings
+    }
+
+    /// The settings whose value differs from the built-in default.
+    pub fn changed(&self) -> impl Iterator<Item = &Setting> {
+        self.settings.iter().filter(|s| s.is_changed())
+    }
+
+    /// The effective configuration as a TOML file that `--config` reads back to the same
+    /// values. Values not from the defaults carry a comment naming their origin.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::from(
+            "# Effective configuration: defaults < --config file < BROKER_* environment < --set.\n",
+        );
+        let mut table = None;
+        for setting in &self.settings {
+            let (parent, leaf) = setting
+                .key
+                .path
+                .rsplit_once('.')
+                .unwrap_or(("", setting.key.path));
+            if table != Some(parent) {
+                out.push_str(&format!("\n[{parent}]\n"));
+                table = Some(parent);
+            }
+            out.push_str(&format!("{leaf} = {}", setting.value.to_toml()));
+            if setting.origin != Origin::Default {
+                // An origin is one line of a comment even if a value holds a line break.
+                let origin = setting
+                    .origin
+                    .to_string()
+                    .replace('\n', "\\n")
+                    .replace('\r', "\\r");
+                out.push_str(&format!("  # {origin}"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

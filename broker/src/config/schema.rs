@@ -1,0 +1,461 @@
+//! The table of known keys: the single source of the defaults, the validation, the
+//! `broker config keys` listing and the reference in `docs/configuration.md`.
+//!
+//! Adding a setting takes one entry in [`KEYS`] and one typed field in [`super::Config`] (read
+//! in `Config::from_values`); the tests check that the two agree.
+
+use std::time::Duration;
+
+use super::value::{DURATION_MAX, Kind};
+
+/// One known configuration key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Key {
+    /// The dotted path, with EMQX's name where EMQX has the setting: `mqtt.max_inflight`.
+    pub path: &'static str,
+    /// What the key accepts.
+    pub kind: Kind,
+    /// The default, in the syntax of a `--set` value or environment variable.
+    pub default: &'static str,
+    /// One line on what the key does.
+    pub doc: &'static str,
+}
+
+impl Key {
+    /// The environment variable that sets this key: `BROKER_MQTT__MAX_INFLIGHT`.
+    pub fn env_var(&self) -> String {
+        format!(
+            "{ENV_PREFIX}{}",
+            self.path.replace('.', "__").to_ascii_uppercase()
+        )
+    }
+}
+
+/// Prefix of the environment variables that set keys.
+pub const ENV_PREFIX: &str = "BROKER_";
+
+const fn int(min: u64, max: u64) -> Kind {
+    Kind::Int { min, max }
+}
+
+const fn duration(min: Duration, max: Duration) -> Kind {
+    Kind::Duration { min, max }
+}
+
+const ANY_DURATION: Kind = duration(Duration::ZERO, DURATION_MAX);
+
+/// Largest value of a 32-bit unsigned integer, as the `u64` the kinds use.
+const U32_MAX: u64 = u32::MAX as u64;
+
+/// Every known key, grouped by table, in the order `broker config keys` lists them.
+pub static KEYS: &[Key] = &[
+    // --- listeners ---------------------------------------------------------------------------
+    Key {
+        path: "listeners.tcp.default.bind",
+        kind: Kind::Addr,
+        default: "0.0.0.0:1883",
+        doc: "Address the MQTT over TCP listener binds on every shard (SO_REUSEPORT); \
+              a bare port means 0.0.0.0.",
+    },
+    Key {
+        path: "listeners.tcp.default.enable",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "Start the MQTT over TCP listener.",
+    },
+    Key {
+        path: "listeners.tcp.default.max_connections",
+        kind: Kind::IntOrInfinity {
+            min: 1,
+            max: U32_MAX,
+        },
+        default: "infinity",
+        doc: "Most connections the listener holds at once, over all shards; \
+              further ones are refused.",
+    },
+    // --- node --------------------------------------------------------------------------------
+    Key {
+        path: "node.data_dir",
+        kind: Kind::Path,
+        default: "./data",
+        doc: "Directory of the durable log: persistent sessions, queued and retained messages.",
+    },
+    Key {
+        path: "node.driver",
+        kind: Kind::Enum(&["auto", "io_uring", "epoll"]),
+        default: "auto",
+        doc: "Shard runtime driver: auto uses io_uring and falls back to epoll where it is \
+              unavailable (logged once at start); io_uring or epoll forces one.",
+    },
+    // --- mqtt --------------------------------------------------------------------------------
+    Key {
+        path: "mqtt.max_packet_size",
+        kind: Kind::Size {
+            min: 1,
+            max: 268_435_456,
+        },
+        default: "1MB",
+        doc: "Largest MQTT packet accepted, advertised to MQTT 5 clients as Maximum Packet Size.",
+    },
+    Key {
+        path: "mqtt.max_clientid_len",
+        kind: int(23, 65535),
+        default: "65535",
+        doc: "Longest client identifier accepted, in bytes.",
+    },
+    Key {
+        path: "mqtt.max_topic_levels",
+        kind: int(1, 65535),
+        default: "128",
+        doc: "Most levels in a topic name or filter.",
+    },
+    Key {
+        path: "mqtt.max_qos_allowed",
+        kind: int(0, 2),
+        default: "2",
+        doc: "Highest QoS the broker grants and accepts (Maximum QoS).",
+    },
+    Key {
+        path: "mqtt.max_inflight",
+        kind: int(1, 65535),
+        default: "32",
+        doc: "Outgoing QoS 1/2 messages awaiting acknowledgement per session; \
+              a client's Receive Maximum lowers it.",
+    },
+    Key {
+        path: "mqtt.max_mqueue_len",
+        kind: int(1, U32_MAX),
+        default: "1000",
+        doc: "Messages queued per session behind the inflight window, and while it is offline.",
+    },
+    Key {
+        path: "mqtt.mqueue_store_qos0",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "Queue QoS 0 messages too (for offline sessions and a full inflight window).",
+    },
+    Key {
+        path: "mqtt.max_awaiting_rel",
+        kind: int(1, 65535),
+        default: "100",
+        doc: "Incoming QoS 2 messages awaiting PUBREL per session.",
+    },
+    Key {
+        path: "mqtt.await_rel_timeout",
+        kind: ANY_DURATION,
+        default: "300s",
+        doc: "How long an incoming QoS 2 message waits for its PUBREL before it is dropped.",
+    },
+    Key {
+        path: "mqtt.retry_interval",
+        kind: duration(Duration::from_millis(1), DURATION_MAX),
+        default: "30s",
+        doc: "Retransmission interval for unacknowledged outgoing QoS 1/2 messages.",
+    },
+    Key {
+        path: "mqtt.idle_timeout",
+        kind: ANY_DURATION,
+        default: "15s",
+        doc: "How long a new connection may take to send CONNECT before it is closed.",
+    },
+    Key {
+        path: "mqtt.keepalive_multiplier",
+        kind: Kind::Float { above: 0.0 },
+        default: "1.5",
+        doc: "A client is disconnected after this many Keep Alive intervals without a packet.",
+    },
+    Key {
+        path: "mqtt.session_expiry_interval",
+        kind: duration(Duration::ZERO, Duration::from_secs(U32_MAX)),
+        default: "2h",
+        doc: "Session expiry for MQTT 3.1/3.1.1 clients connecting with Clean Session 0 \
+              (MQTT 5 clients choose their own).",
+    },
+    Key {
+        path: "mqtt.server_keepalive",
+        kind: Kind::IntOrDisabled { min: 1, max: 65535 },
+        default: "disabled",
+        doc: "Keep Alive in seconds imposed on MQTT 5 clients (Server Keep Alive); \
+              disabled keeps the client's.",
+    },
+    Key {
+        path: "mqtt.max_topic_alias",
+        kind: int(0, 65535),
+        default: "65535",
+        doc: "Topic Alias Maximum advertised to MQTT 5 clients; 0 disables topic aliases.",
+    },
+    Key {
+        path: "mqtt.wildcard_subscription",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "Allow subscriptions to topic filters with wildcards (+ and #).",
+    },
+    Key {
+        path: "mqtt.shared_subscription",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "Allow shared subscriptions ($share/GROUP/FILTER and $queue/FILTER).",
+    },
+    Key {
+        path: "mqtt.retain_available",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "Support retained messages (Retain Available).",
+    },
+    // --- log ---------------------------------------------------------------------------------
+    Key {
+        path: "log.level",
+        kind: Kind::Enum(&["error", "warn", "info", "debug"]),
+        default: "info",
+        doc: "Least severe level written to standard error.",
+    },
+    // --- shard (our own) ---------------------------------------------------------------------
+    Key {
+        path: "shard.ring_capacity",
+        kind: Kind::PowerOfTwo {
+            min: 2,
+            max: 1 << 20,
+        },
+        default: "1024",
+        doc: "Slots in each cross-shard ring (one per ordered pair of shards); \
+              a full ring pauses the producer.",
+    },
+    Key {
+        path: "shard.max_events_per_turn",
+        kind: int(1, 1 << 20),
+        default: "256",
+        doc: "Ring messages and I/O completions a shard handles per event-loop turn \
+              before it yields.",
+    },
+];
+
+/// The key at `path`, if it is known.
+pub fn find(path: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.path == path)
+}
+
+/// Whether `path` names a table that holds known keys (`mqtt`, `listeners.tcp`).
+pub fn is_table(path: &str) -> bool {
+    KEYS.iter().any(|k| {
+        k.path
+            .strip_prefix(path)
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// The known key (or table) that `unknown` was most likely meant to be, if one is close.
+pub fn suggest(unknown: &str) -> Option<&'static str> {
+    let unknown = unknown.to_ascii_lowercase();
+    let unknown = unknown.as_str();
+    let candidates = KEYS.iter().map(|k| k.path).chain(tables());
+    let (best, distance) = candidates
+        .map(|c| (c, edit_distance(unknown, c)))
+        .min_by_key(|&(_, d)| d)?;
+    let limit = (unknown.chars().count() / 4).clamp(1, 3);
+    if distance <= limit {
+        return Some(best);
+    }
+    // The right name in the wrong table (`max_inflight` at the top level, `[session]` for
+    // `[mqtt]`): suggest the key with the same last segment, if exactly one has it.
+    let last = unknown.rsplit('.').next()?;
+    let mut same_leaf = KEYS
+        .iter()
+        .filter(|k| k.path.rsplit('.').next() == Some(last));
+    match (same_leaf.next(), same_leaf.next()) {
+        (Some(k), None) => Some(k.path),
+        _ => None,
+    }
+}
+
+/// Every table path that holds keys, each once.
+fn tables() -> impl Iterator<Item = &'static str> {
+    let mut seen: Vec<&'static str> = Vec::new();
+    for key in KEYS {
+        let mut path = key.path;
+        while let Some((parent, _)) = path.rsplit_once('.') {
+            if !seen.contains(&parent) {
+                seen.push(parent);
+            }
+            path = parent;
+        }
+    }
+    seen.into_iter()
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// The `broker config keys` listing: one line per key, with aligned columns.
+pub fn keys_text() -> String {
+    let rows: Vec<[String; 4]> = KEYS
+        .iter()
+        .map(|k| {
+            [
+                k.path.to_owned(),
+                k.kind.type_name(),
+                default_toml(k),
+                k.doc.to_owned(),
+            ]
+        })
+        .collect();
+    let header = ["KEY", "TYPE", "DEFAULT", "DESCRIPTION"].map(str::to_owned);
+    let width = |col: usize| {
+        rows.iter()
+            .chain([&header])
+            .map(|r| r[col].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let widths = [width(0), width(1), width(2)];
+    let mut out = String::new();
+    for row in [&header].into_iter().chain(&rows) {
+        let line = format!(
+            "{:w0$}  {:w1$}  {:w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+        );
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The reference table of `docs/configuration.md` (Markdown), as `broker config keys
+/// --markdown` prints it.
+pub fn keys_markdown() -> String {
+    let mut out = String::from(
+        "| key | type | default | environment variable | description |\n\
+         | --- | --- | --- | --- | --- |\n",
+    );
+    for k in KEYS {
+        out.push_str(&format!(
+            "| `{}` | {} | `{}` | `{}` | {} |\n",
+            k.path,
+            k.kind.type_name(),
+            default_toml(k),
+            k.env_var(),
+            k.doc.replace('|', "\\|"),
+        ));
+    }
+    out
+}
+
+/// The default of `key` as TOML (`"300s"`, `32`). A default that does not parse is a bug the
+/// schema tests catch; it is shown as written.
+pub fn default_toml(key: &Key) -> String {
+    key.kind
+        .parse(&super::value::Input::Str(key.default))
+        .map_or_else(|_| key.default.to_owned(), |v| v.to_toml())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::value::Input;
+
+    #[test]
+    fn every_default_parses_and_prints_as_written() {
+        for key in KEYS {
+            let value = key.kind.parse(&Input::Str(key.default));
+            let value = value.unwrap_or_else(|e| panic!("{}: default: {e}", key.path));
+            let toml = value.to_toml();
+            assert_eq!(
+                toml.trim_matches('"'),
+                key.default,
+                "{}: write the default in its canonical form",
+                key.path
+            );
+        }
+    }
+
+    #[test]
+    fn paths_are_unique_lowercase_and_grouped() {
+        let mut tables_done: Vec<&str> = Vec::new();
+        let mut current = "";
+        for (i, key) in KEYS.iter().enumerate() {
+            assert!(
+                key.path.bytes().all(|b| b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || b == b'_'
+                    || b == b'.'),
+                "{}",
+                key.path
+            );
+            assert!(
+                !key.path.contains("__"),
+                "{}: `__` separates env levels",
+                key.path
+            );
+            assert!(
+                KEYS[..i].iter().all(|k| k.path != key.path),
+                "{} twice",
+                key.path
+            );
+            assert!(
+                !is_table(key.path),
+                "{} is both a key and a table",
+                key.path
+            );
+            let (table, _) = key.path.rsplit_once('.').unwrap_or(("", key.path));
+            if table != current {
+                assert!(
+                    !tables_done.contains(&table),
+                    "keys of {table} are not together"
+                );
+                tables_done.push(current);
+                current = table;
+            }
+            assert!(
+                !key.doc.is_empty() && !key.doc.contains('\n'),
+                "{}",
+                key.path
+            );
+        }
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("mqtt.max_infligt"), Some("mqtt.max_inflight"));
+        assert_eq!(suggest("mqt.max_inflight"), Some("mqtt.max_inflight"));
+        assert_eq!(suggest("mqttt"), Some("mqtt"));
+        assert_eq!(suggest("MQTT"), Some("mqtt"));
+        assert_eq!(suggest("max_inflight"), Some("mqtt.max_inflight"));
+        assert_eq!(suggest("session.max_inflight"), Some("mqtt.max_inflight"));
+        assert_eq!(
+            suggest("listeners.tcp.default.bnd"),
+            Some("listeners.tcp.default.bind")
+        );
+        assert_eq!(suggest("zone.default.something_else"), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn tables_and_env_names() {
+        assert!(is_table("mqtt"));
+        assert!(is_table("listeners.tcp"));
+        assert!(!is_table("mqtt.max_inflight"));
+        assert!(!is_table("mqt"));
+        assert!(!is_table("listeners.tcp.default.bin"));
+        let key = find("listeners.tcp.default.bind").unwrap();
+        assert_eq!(key.env_var(), "BROKER_LISTENERS__TCP__DEFAULT__BIND");
+    }
+}
