@@ -17,7 +17,7 @@
 
 use std::cmp::Reverse;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +54,61 @@ pub enum ShardMsg {
     },
     /// Client-id registry traffic.
     Registry(Box<RegistryMsg>),
+    /// A delivery for one session that moved to the receiving shard (see "Moving a session").
+    Forward(Box<Forward>),
+    /// Session moves: fences and their completion (see "Moving a session").
+    Move(MoveMsg),
+}
+
+/// A delivery forwarded by the shard a session left to the shard it moved to.
+#[derive(Debug)]
+pub struct Forward {
+    /// Client id of the session.
+    pub client_id: MqttStr,
+    /// Its registration token on the new shard.
+    pub token: u64,
+    /// The delivery.
+    pub delivery: Queued,
+}
+
+/// The fence protocol used to move a session between shards without losing or duplicating a
+/// message.
+///
+/// # Moving a session
+///
+/// When a client with a persistent session reconnects on shard B while its session is on
+/// shard A:
+///
+/// 1. A hands the session state to B (`Proceed`) and keeps a *ghost*: its subscriptions stay
+///    in a ghost index on A, and every message that still reaches A for them is forwarded to B
+///    ([`ShardMsg::Forward`]), on the same A→B ring as the state, so it arrives after it.
+/// 2. B installs the session, announces its routes, then fences: a [`MoveMsg::Fence`] to
+///    every shard, answered by [`MoveMsg::FenceAck`] on the ring back. Rings are FIFO, so once
+///    every shard has acknowledged, every shard routes the session's filters to B.
+/// 3. B tells A ([`MoveMsg::Release`]); A withdraws the ghost's routes and fences in turn;
+///    once every shard has acknowledged, no message for the ghost can still be on its way to
+///    A, so A drops the ghost and tells B ([`MoveMsg::Done`]).
+///
+/// Between 1 and 3 a message can reach B both directly and through A; B delivers each message
+/// id once (a per-session set kept only for the duration of the move).
+#[derive(Debug)]
+pub enum MoveMsg {
+    /// Answer with `FenceAck(epoch)` to the sender after everything sent before.
+    Fence(u64),
+    /// The answer to a fence.
+    FenceAck(u64),
+    /// To the old shard: every shard routes to the new one; the ghost may retire.
+    Release {
+        /// The session's registration token on the new shard.
+        token: u64,
+    },
+    /// To the new shard: the ghost is gone, nothing more is forwarded.
+    Done {
+        /// Client id of the session.
+        client_id: MqttStr,
+        /// The session's registration token on the new shard.
+        token: u64,
+    },
 }
 
 /// The client-id registry protocol. The registry is partitioned: the entry for a client id
@@ -81,6 +136,8 @@ pub enum RegistryMsg {
         new_conn: u64,
         /// Clean Start 0: the session state is wanted.
         want_session: bool,
+        /// The registration (connection key) being taken over.
+        old_conn: u64,
     },
     /// To the new connection's shard: go ahead, with the old session if there was one.
     Proceed {
@@ -196,6 +253,37 @@ pub struct Shard {
     scratch: Vec<(Key, SubEntry)>,
     client_seq: u64,
     stats: Stats,
+    pending_takeover: HashMap<u64, (ShardId, u64, bool)>,
+    route_mask: Vec<u64>,
+    /// Local subscriptions plus ghost subscriptions per filter: the route is announced while
+    /// this is non-zero.
+    route_refs: HashMap<String, u32>,
+    /// Sessions that moved away and still receive forwarded messages, by their token on the
+    /// new shard.
+    ghosts: HashMap<u64, Ghost>,
+    ghost_subs: TopicTrie<u64, SubEntry>,
+    /// Fences in progress: acknowledgements still missing and what to do when none are.
+    fences: HashMap<u64, (u16, FenceDone)>,
+    next_epoch: u64,
+    next_message: u64,
+}
+
+/// A session that moved to another shard, while its old routes may still bring messages here.
+#[derive(Debug)]
+struct Ghost {
+    client_id: MqttStr,
+    dest: ShardId,
+    filters: Vec<MqttStr>,
+    /// Routes withdrawn (after `Release`).
+    released: bool,
+}
+
+#[derive(Debug, Clone)]
+enum FenceDone {
+    /// New shard: tell the old one the ghost may retire.
+    Release { old: ShardId, token: u64 },
+    /// Old shard: drop the ghost.
+    Retire { token: u64 },
 }
 
 impl Shard {
@@ -218,6 +306,14 @@ impl Shard {
             scratch: Vec::new(),
             client_seq: 0,
             stats: Stats::default(),
+            pending_takeover: HashMap::new(),
+            route_mask: vec![0; usize::from(shards.max(1)).div_ceil(64)],
+            route_refs: HashMap::new(),
+            ghosts: HashMap::new(),
+            ghost_subs: TopicTrie::new(),
+            fences: HashMap::new(),
+            next_epoch: 0,
+            next_message: 0,
         }
     }
 
@@ -490,7 +586,13 @@ impl Shard {
     }
 
     /// The registry let the connection go ahead: install the session and send CONNACK.
-    fn on_proceed(&mut self, now: Instant, conn: Key, state: Option<Box<SessionState>>) {
+    fn on_proceed(
+        &mut self,
+        now: Instant,
+        from: ShardId,
+        conn: Key,
+        state: Option<Box<SessionState>>,
+    ) {
         let Some(c) = self.conns.get_mut(conn) else {
             // Connections stay until their registration is answered; nothing to do.
             return;
@@ -531,6 +633,16 @@ impl Shard {
         for (filter, entry) in resubscribe {
             self.add_subscription(sid, &filter, entry);
         }
+        if session_present {
+            // The session moved here: fence so the old shard can retire its ghost.
+            if let Some(s) = self.sessions.get_mut(sid) {
+                s.dedup = Some(HashSet::new());
+            }
+            self.start_fence(FenceDone::Release {
+                old: from,
+                token: conn.to_u64(),
+            });
+        }
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
@@ -541,6 +653,7 @@ impl Shard {
             // disconnected right after CONNACK.
             self.detach(now, conn);
             self.conns.remove(conn);
+            self.complete_pending_takeover(now, conn, &connect.client_id);
             return;
         }
         let keep_alive = c.keep_alive;
@@ -569,9 +682,7 @@ impl Shard {
             if !s.wildcard_subscription {
                 p.wildcard_subscription_available = Some(false);
             }
-            if !s.shared_subscription {
-                p.shared_subscription_available = Some(false);
-            }
+            p.shared_subscription_available = Some(false);
             p.server_keep_alive = s.server_keepalive;
         }
         if !keep_alive.is_zero() {
@@ -580,6 +691,24 @@ impl Shard {
         self.send(conn, &Packet::ConnAck(ack));
         self.events.push_back(Event::Resume(conn));
         self.resume(now, sid);
+        self.complete_pending_takeover(now, conn, &connect.client_id);
+    }
+
+    fn complete_pending_takeover(&mut self, now: Instant, conn: Key, client_id: &MqttStr) {
+        let Some((new_shard, new_conn, want)) = self.pending_takeover.remove(&conn.to_u64()) else {
+            return;
+        };
+        let state = match self.by_client.get(client_id).copied() {
+            Some(sid) => self.hand_over(now, sid, want, new_shard, new_conn),
+            None => None,
+        };
+        self.send_shard(
+            new_shard,
+            ShardMsg::Registry(Box::new(RegistryMsg::Proceed {
+                conn: new_conn,
+                session: state,
+            })),
+        );
     }
 
     fn on_publish(&mut self, now: Instant, conn: Key, sid: Key, mut p: Publish) {
@@ -645,7 +774,9 @@ impl Shard {
             shard: self.id,
             session: sid,
         };
-        let matched = match Message::new(p, origin, now) {
+        self.next_message += 1;
+        let id = (u64::from(self.id) << 48) | (self.next_message & ((1 << 48) - 1));
+        let matched = match Message::new(id, p, origin, now) {
             Ok(msg) => self.route(now, msg),
             Err(_) => {
                 // A received packet always re-encodes; count rather than panic.
@@ -675,14 +806,20 @@ impl Shard {
 
     /// Sends `msg` to every shard with a matching subscription; returns whether any matched.
     fn route(&mut self, now: Instant, msg: Arc<Message>) -> bool {
-        let mut shards: u128 = 0;
-        self.routes
-            .for_each_match(&msg.topic, |shard, _| shards |= 1u128 << *shard);
-        if shards == 0 {
-            return false;
-        }
+        // A bitset of destination shards, kept between calls: no allocation per message.
+        let mut mask = std::mem::take(&mut self.route_mask);
+        mask.fill(0);
+        let mut any = false;
+        self.routes.for_each_match(&msg.topic, |shard, _| {
+            let i = usize::from(*shard);
+            if let Some(word) = mask.get_mut(i / 64) {
+                *word |= 1 << (i % 64);
+                any = true;
+            }
+        });
         for dest in 0..self.shards {
-            if shards & (1u128 << dest) == 0 {
+            let i = usize::from(dest);
+            if !any || mask.get(i / 64).is_none_or(|w| w & (1 << (i % 64)) == 0) {
                 continue;
             }
             if dest == self.id {
@@ -693,7 +830,8 @@ impl Shard {
                     .push_back((dest, ShardMsg::Publish(msg.clone())));
             }
         }
-        true
+        self.route_mask = mask;
+        any
     }
 
     /// Fans a message out to this shard's matching sessions: once per session, with the
@@ -713,32 +851,132 @@ impl Shard {
             rest = tail;
             // No Local ([MQTT-3.8.3-3]) applies per subscription.
             let own = msg.origin.shard == self.id && msg.origin.session == sid;
-            let mut qos = None;
-            let mut rap = false;
-            let mut ids = SubIds::None;
-            for (_, e) in group.iter().filter(|(_, e)| !(own && e.options.no_local)) {
-                qos = qos.max(Some(e.options.qos));
-                rap |= e.options.retain_as_published;
-                if let Some(id) = e.id {
-                    ids = match ids {
-                        SubIds::None => SubIds::One(id),
-                        SubIds::One(a) => SubIds::Many(vec![a, id].into_boxed_slice()),
-                        SubIds::Many(v) => {
-                            SubIds::Many([&v[..], &[id]].concat().into_boxed_slice())
-                        }
-                    };
-                }
+            let subs = group
+                .iter()
+                .map(|(_, e)| e)
+                .filter(|e| !(own && e.options.no_local));
+            if let Some(q) = merge_delivery(msg, subs) {
+                self.dispatch(now, sid, q);
             }
-            let Some(qos) = qos else { continue };
-            let q = Queued {
-                msg: msg.clone(),
-                qos: msg.qos.min(qos),
-                retain: rap && msg.retain,
-                sub_ids: ids,
-            };
-            self.dispatch(now, sid, q);
         }
         self.scratch = scratch;
+        if !self.ghosts.is_empty() {
+            self.forward_to_ghosts(msg);
+        }
+    }
+
+    /// Forwards a message matching the subscriptions of sessions that moved away to the shard
+    /// they moved to.
+    fn forward_to_ghosts(&mut self, msg: &Arc<Message>) {
+        let mut matches: Vec<(u64, SubEntry)> = Vec::new();
+        self.ghost_subs
+            .for_each_match(&msg.topic, |t, e| matches.push((*t, *e)));
+        matches.sort_unstable_by_key(|(t, _)| *t);
+        let mut rest = &matches[..];
+        while let Some(&(token, _)) = rest.first() {
+            let n = rest.iter().take_while(|(t, _)| *t == token).count();
+            let (group, tail) = rest.split_at(n);
+            rest = tail;
+            let Some(ghost) = self.ghosts.get(&token) else {
+                continue;
+            };
+            let (dest, client_id) = (ghost.dest, ghost.client_id.clone());
+            if let Some(q) = merge_delivery(msg, group.iter().map(|(_, e)| e)) {
+                self.stats.messages_forwarded += 1;
+                let fwd = Forward {
+                    client_id,
+                    token,
+                    delivery: q,
+                };
+                self.send_shard(dest, ShardMsg::Forward(Box::new(fwd)));
+            }
+        }
+    }
+
+    fn on_forward(&mut self, now: Instant, f: Forward) {
+        match self.by_client.get(&f.client_id).copied() {
+            Some(sid)
+                if self
+                    .sessions
+                    .get(sid)
+                    .is_some_and(|s| s.reg_token == f.token) =>
+            {
+                self.dispatch(now, sid, f.delivery);
+            }
+            _ => {
+                // The session ended (or moved on) meanwhile.
+                self.stats.dropped_session_ended += u64::from(f.delivery.qos != QoS::AtMostOnce);
+            }
+        }
+    }
+
+    fn start_fence(&mut self, done: FenceDone) {
+        self.next_epoch += 1;
+        let epoch = self.next_epoch;
+        self.fences.insert(epoch, (self.shards, done));
+        for dest in 0..self.shards {
+            self.send_shard(dest, ShardMsg::Move(MoveMsg::Fence(epoch)));
+        }
+    }
+
+    fn on_move(&mut self, from: ShardId, m: MoveMsg) {
+        match m {
+            MoveMsg::Fence(epoch) => {
+                self.send_shard(from, ShardMsg::Move(MoveMsg::FenceAck(epoch)))
+            }
+            MoveMsg::FenceAck(epoch) => {
+                let Some((left, _)) = self.fences.get_mut(&epoch) else {
+                    return;
+                };
+                *left = left.saturating_sub(1);
+                if *left > 0 {
+                    return;
+                }
+                let Some((_, done)) = self.fences.remove(&epoch) else {
+                    return;
+                };
+                match done {
+                    FenceDone::Release { old, token } => {
+                        self.send_shard(old, ShardMsg::Move(MoveMsg::Release { token }));
+                    }
+                    FenceDone::Retire { token } => {
+                        let Some(g) = self.ghosts.remove(&token) else {
+                            return;
+                        };
+                        for f in &g.filters {
+                            self.ghost_subs.remove(f, &token);
+                        }
+                        let done = MoveMsg::Done {
+                            client_id: g.client_id,
+                            token,
+                        };
+                        self.send_shard(g.dest, ShardMsg::Move(done));
+                    }
+                }
+            }
+            MoveMsg::Release { token } => {
+                let Some(g) = self.ghosts.get_mut(&token) else {
+                    return;
+                };
+                if g.released {
+                    return;
+                }
+                g.released = true;
+                let filters = g.filters.clone();
+                for f in &filters {
+                    self.route_ref(f, false);
+                }
+                self.start_fence(FenceDone::Retire { token });
+            }
+            MoveMsg::Done { client_id, token } => {
+                if let Some(sid) = self.by_client.get(&client_id).copied()
+                    && let Some(s) = self.sessions.get_mut(sid)
+                    && s.reg_token == token
+                {
+                    s.dedup = None;
+                }
+            }
+        }
     }
 
     /// Sends a delivery now if the session is online and the window allows, else queues it.
@@ -746,6 +984,12 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
+        if let Some(seen) = &mut s.dedup
+            && !seen.insert(q.msg.id)
+        {
+            // Arrived both directly and through the shard the session left.
+            return;
+        }
         let online = s.conn.filter(|c| {
             self.conns
                 .get(*c)
@@ -773,8 +1017,11 @@ impl Shard {
                     });
                     let arm = !s.retry_armed;
                     s.retry_armed = true;
-                    if let Some(entry) = s.inflight.back().cloned() {
-                        self.write_publish(now, conn, &entry.delivery, pid, false);
+                    if let Some(entry) = s.inflight.back().cloned()
+                        && !self.write_publish(now, conn, &entry.delivery, pid, false)
+                        && let Some(s) = self.sessions.get_mut(sid)
+                    {
+                        s.inflight.pop_back();
                     }
                     if arm {
                         self.arm(now + self.settings.retry_interval, Timer::Retry(sid));
@@ -803,13 +1050,20 @@ impl Shard {
     }
 
     /// Encodes one PUBLISH for a connection.
-    fn write_publish(&mut self, now: Instant, conn: Key, q: &Queued, packet_id: u16, dup: bool) {
+    fn write_publish(
+        &mut self,
+        now: Instant,
+        conn: Key,
+        q: &Queued,
+        packet_id: u16,
+        dup: bool,
+    ) -> bool {
         let Some(c) = self.conns.get_mut(conn) else {
-            return;
+            return true;
         };
         let Ok(expiry) = q.msg.remaining_expiry(now) else {
             self.stats.dropped_expired += 1;
-            return;
+            return false;
         };
         let enc = q.msg.encoder(c.version);
         let d = Delivery {
@@ -833,10 +1087,12 @@ impl Shard {
                     self.stats.packets_sent += 1;
                     self.want_write(conn);
                 }
+                true
             }
             _ => {
                 // 3.1.2.11.4: a packet over the client's Maximum Packet Size is discarded.
                 self.stats.dropped_too_large += 1;
+                false
             }
         }
     }
@@ -859,7 +1115,10 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
-        let Some(pos) = s.inflight_position(ack.packet_id) else {
+        let Some(pos) = s
+            .inflight_position(ack.packet_id)
+            .filter(|&p| s.inflight[p].delivery.qos == QoS::ExactlyOnce)
+        else {
             if self
                 .conns
                 .get(conn)
@@ -941,7 +1200,7 @@ impl Shard {
                 let Some(q) = s.mqueue.pop_front() else {
                     return;
                 };
-                self.write_publish(now, conn, &q, 0, false);
+                let _ = self.write_publish(now, conn, &q, 0, false);
                 continue;
             }
             let Some(pid) = s.next_packet_id() else {
@@ -958,8 +1217,11 @@ impl Shard {
             });
             let arm = !s.retry_armed;
             s.retry_armed = true;
-            if let Some(entry) = s.inflight.back().cloned() {
-                self.write_publish(now, conn, &entry.delivery, pid, false);
+            if let Some(entry) = s.inflight.back().cloned()
+                && !self.write_publish(now, conn, &entry.delivery, pid, false)
+                && let Some(s) = self.sessions.get_mut(sid)
+            {
+                s.inflight.pop_back();
             }
             if arm {
                 self.arm(now + self.settings.retry_interval, Timer::Retry(sid));
@@ -971,6 +1233,25 @@ impl Shard {
     /// PUBREL for released ones; 4.4), then drain the queue.
     fn resume(&mut self, now: Instant, sid: Key) {
         self.retransmit(now, sid, true);
+        let retry = self.settings.retry_interval;
+        let rel = self.settings.await_rel_timeout;
+        if let Some(s) = self.sessions.get_mut(sid) {
+            let arm_retry = !s.inflight.is_empty() && !s.retry_armed;
+            s.retry_armed |= arm_retry;
+            let arm_rel = s
+                .awaiting_rel
+                .values()
+                .min()
+                .copied()
+                .filter(|_| !s.await_rel_armed);
+            s.await_rel_armed |= arm_rel.is_some();
+            if arm_retry {
+                self.arm(now + retry, Timer::Retry(sid));
+            }
+            if let Some(oldest) = arm_rel {
+                self.arm(oldest + rel, Timer::AwaitRel(sid));
+            }
+        }
         self.drain_queue(now, sid);
     }
 
@@ -989,7 +1270,9 @@ impl Shard {
         }
         for (pid, stage, q) in resend {
             match stage {
-                Stage::Published => self.write_publish(now, conn, &q, pid, true),
+                Stage::Published => {
+                    self.write_publish(now, conn, &q, pid, true);
+                }
                 Stage::Released => self.send(conn, &Packet::PubRel(Ack::new(pid))),
             }
             self.stats.messages_retransmitted += 1;
@@ -1082,15 +1365,38 @@ impl Shard {
     // ---- subscriptions and routes --------------------------------------------------------------
 
     fn add_subscription(&mut self, sid: Key, filter: &str, entry: SubEntry) {
-        let first = !self.subs.contains_filter(filter);
-        self.subs.insert(filter, sid, entry);
-        if first {
-            self.broadcast_route(filter, true);
+        if self.subs.insert(filter, sid, entry).is_none() {
+            self.route_ref(filter, true);
         }
     }
 
     fn remove_subscription(&mut self, sid: Key, filter: &str) {
-        if self.subs.remove(filter, &sid).is_some() && !self.subs.contains_filter(filter) {
+        if self.subs.remove(filter, &sid).is_some() {
+            self.route_ref(filter, false);
+        }
+    }
+
+    /// Counts a local or ghost subscription on `filter` in or out; announces the route on the
+    /// first and withdraws it after the last.
+    fn route_ref(&mut self, filter: &str, add: bool) {
+        let n = match self.route_refs.get_mut(filter) {
+            Some(n) => {
+                if add {
+                    *n += 1;
+                } else {
+                    *n = n.saturating_sub(1);
+                }
+                *n
+            }
+            None if add => {
+                self.route_refs.insert(filter.to_owned(), 1);
+                self.broadcast_route(filter, true);
+                return;
+            }
+            None => return,
+        };
+        if n == 0 {
+            self.route_refs.remove(filter);
             self.broadcast_route(filter, false);
         }
     }
@@ -1144,11 +1450,13 @@ impl Shard {
         match msg {
             ShardMsg::Publish(m) => self.deliver_local(now, &m),
             ShardMsg::Route { filter, add } => self.apply_route(from, &filter, add),
-            ShardMsg::Registry(r) => self.on_registry(now, *r),
+            ShardMsg::Registry(r) => self.on_registry(now, from, *r),
+            ShardMsg::Forward(f) => self.on_forward(now, *f),
+            ShardMsg::Move(m) => self.on_move(from, m),
         }
     }
 
-    fn on_registry(&mut self, now: Instant, msg: RegistryMsg) {
+    fn on_registry(&mut self, now: Instant, from: ShardId, msg: RegistryMsg) {
         match msg {
             RegistryMsg::Register {
                 client_id,
@@ -1174,6 +1482,7 @@ impl Shard {
                             new_shard: shard,
                             new_conn: conn,
                             want_session: !clean_start,
+                            old_conn: old.token,
                         })),
                     ),
                 }
@@ -1183,9 +1492,20 @@ impl Shard {
                 new_shard,
                 new_conn,
                 want_session,
+                old_conn,
             } => {
+                let old = Key::from_u64(old_conn);
+                if self
+                    .conns
+                    .get(old)
+                    .is_some_and(|c| matches!(c.state, ConnState::Registering(_)))
+                {
+                    self.pending_takeover
+                        .insert(old_conn, (new_shard, new_conn, want_session));
+                    return;
+                }
                 let state = match self.by_client.get(&client_id).copied() {
-                    Some(sid) => self.hand_over(now, sid, want_session),
+                    Some(sid) => self.hand_over(now, sid, want_session, new_shard, new_conn),
                     None => None,
                 };
                 self.send_shard(
@@ -1197,7 +1517,7 @@ impl Shard {
                 );
             }
             RegistryMsg::Proceed { conn, session } => {
-                self.on_proceed(now, Key::from_u64(conn), session);
+                self.on_proceed(now, from, Key::from_u64(conn), session);
             }
             RegistryMsg::Unregister {
                 client_id,
@@ -1222,6 +1542,8 @@ impl Shard {
         now: Instant,
         sid: Key,
         want_session: bool,
+        new_shard: ShardId,
+        new_conn: u64,
     ) -> Option<Box<SessionState>> {
         let conn = self.sessions.get(sid).and_then(|s| s.conn);
         if let Some(conn) = conn {
@@ -1230,13 +1552,29 @@ impl Shard {
         }
         let mut session = self.sessions.remove(sid)?;
         self.by_client.remove(&session.client_id);
-        for f in session.subscriptions.keys() {
+        let expired = session.expires_at.is_some_and(|at| at <= now);
+        let moving = want_session && !expired;
+        let mut filters = Vec::new();
+        for (f, e) in &session.subscriptions {
+            if moving {
+                // The ghost holds the route until the new shard's routes are everywhere.
+                self.ghost_subs.insert(f, new_conn, *e);
+                self.route_ref(f, true);
+                filters.push(f.clone());
+            }
             self.remove_subscription(sid, f);
         }
-        let expired = session.expires_at.is_some_and(|at| at <= now);
-        if want_session && !expired {
+        if moving {
+            let ghost = Ghost {
+                client_id: session.client_id.clone(),
+                dest: new_shard,
+                filters,
+                released: false,
+            };
+            self.ghosts.insert(new_conn, ghost);
             Some(Box::new(session.take_state()))
         } else {
+            self.stats.dropped_session_ended += unacked_qos12(&session) as u64;
             None
         }
     }
@@ -1275,13 +1613,7 @@ impl Shard {
         for f in s.subscriptions.keys() {
             self.remove_subscription(sid, f);
         }
-        let lost = s
-            .inflight
-            .iter()
-            .filter(|i| i.delivery.qos != QoS::AtMostOnce)
-            .count()
-            + s.mqueue.iter().filter(|q| q.qos != QoS::AtMostOnce).count();
-        self.stats.dropped_session_ended += lost as u64;
+        self.stats.dropped_session_ended += unacked_qos12(&s) as u64;
         let owner = self.owner_of(&s.client_id);
         self.send_shard(
             owner,
@@ -1340,8 +1672,6 @@ impl Shard {
         };
         if c.version == ProtocolVersion::V5 && matches!(c.state, ConnState::Connected) {
             self.send(conn, &Packet::Disconnect(Disconnect::new(rc)));
-        }
-        if rc != ReasonCode::NORMAL_DISCONNECTION {
             self.stats.disconnects_sent += 1;
         }
     }
@@ -1419,7 +1749,7 @@ impl Shard {
                     return;
                 };
                 s.retry_armed = false;
-                if s.inflight.is_empty() {
+                if s.inflight.is_empty() || s.conn.is_none() {
                     return;
                 }
                 if s.conn.is_some() {
@@ -1468,4 +1798,42 @@ fn owner_of(client_id: &str, shards: u16) -> ShardId {
     let mut h = DefaultHasher::new();
     client_id.hash(&mut h);
     (h.finish() % u64::from(shards.max(1))) as ShardId
+}
+
+/// QoS 1/2 messages a session still holds (inflight or queued).
+fn unacked_qos12(s: &Session) -> usize {
+    s.inflight
+        .iter()
+        .filter(|i| i.delivery.qos != QoS::AtMostOnce)
+        .count()
+        + s.mqueue.iter().filter(|q| q.qos != QoS::AtMostOnce).count()
+}
+
+/// One delivery for a session from its subscriptions that match a message: the highest QoS,
+/// Retain As Published if any says so, every Subscription Identifier (3.3.4). `None` when
+/// `subs` is empty.
+fn merge_delivery<'a>(
+    msg: &Arc<Message>,
+    subs: impl Iterator<Item = &'a SubEntry>,
+) -> Option<Queued> {
+    let mut qos = None;
+    let mut rap = false;
+    let mut ids = SubIds::None;
+    for e in subs {
+        qos = qos.max(Some(e.options.qos));
+        rap |= e.options.retain_as_published;
+        if let Some(id) = e.id {
+            ids = match ids {
+                SubIds::None => SubIds::One(id),
+                SubIds::One(a) => SubIds::Many(vec![a, id].into_boxed_slice()),
+                SubIds::Many(v) => SubIds::Many([&v[..], &[id]].concat().into_boxed_slice()),
+            };
+        }
+    }
+    Some(Queued {
+        msg: msg.clone(),
+        qos: msg.qos.min(qos?),
+        retain: rap && msg.retain,
+        sub_ids: ids,
+    })
 }

@@ -108,7 +108,10 @@ pub fn run(
                 .with_entries(entries)
                 .enable_timer()
                 .build()?;
-            started(Started { id: spec.id, driver: "epoll" });
+            started(Started {
+                id: spec.id,
+                driver: "epoll",
+            });
             rt.block_on(serve(spec, mesh, shutdown))
         }
         DriverKind::IoUring => {
@@ -116,7 +119,10 @@ pub fn run(
                 .with_entries(entries)
                 .enable_timer()
                 .build()?;
-            started(Started { id: spec.id, driver: "io_uring" });
+            started(Started {
+                id: spec.id,
+                driver: "io_uring",
+            });
             rt.block_on(serve(spec, mesh, shutdown))
         }
         DriverKind::Auto => {
@@ -126,11 +132,17 @@ pub fn run(
                 .build()?;
             match rt {
                 monoio::FusionRuntime::Uring(mut rt) => {
-                    started(Started { id: spec.id, driver: "io_uring" });
+                    started(Started {
+                        id: spec.id,
+                        driver: "io_uring",
+                    });
                     rt.block_on(serve(spec, mesh, shutdown))
                 }
                 monoio::FusionRuntime::Legacy(mut rt) => {
-                    started(Started { id: spec.id, driver: "epoll" });
+                    started(Started {
+                        id: spec.id,
+                        driver: "epoll",
+                    });
                     rt.block_on(serve(spec, mesh, shutdown))
                 }
             }
@@ -241,7 +253,12 @@ async fn serve(
     if let Some(l) = spec.tcp {
         l.set_nonblocking(true)?;
         let listener = TcpListener::from_std(l)?;
-        monoio::spawn(accept_loop(ctx.clone(), listener, spec.max_connections, stop.clone()));
+        monoio::spawn(accept_loop(
+            ctx.clone(),
+            listener,
+            spec.max_connections,
+            stop.clone(),
+        ));
     }
     monoio::spawn(ring_loop(ctx.clone()));
     monoio::spawn(backpressure_loop(ctx.clone()));
@@ -292,7 +309,10 @@ async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<Co
     'conn: loop {
         // Handle what is buffered.
         let need = loop {
-            let res = ctx.shard.borrow_mut().handle_read(Instant::now(), key, &mut buf);
+            let res = ctx
+                .shard
+                .borrow_mut()
+                .handle_read(Instant::now(), key, &mut buf);
             ctx.pump();
             match res {
                 Read::NeedMore(n) => break n,
@@ -356,10 +376,14 @@ async fn ring_loop(ctx: Rc<Ctx>) {
     loop {
         RingReady(&ctx).await;
         let mut batch = Vec::with_capacity(ctx.ring_batch);
-        ctx.mesh.borrow_mut().recv_batch(ctx.ring_batch, |from, msg| batch.push((from, msg)));
+        ctx.mesh
+            .borrow_mut()
+            .recv_batch(ctx.ring_batch, |from, msg| batch.push((from, msg)));
         let now = Instant::now();
         for (from, msg) in batch {
-            ctx.shard.borrow_mut().handle_message(now, from as ShardId, msg);
+            ctx.shard
+                .borrow_mut()
+                .handle_message(now, from as ShardId, msg);
         }
         ctx.pump();
         YieldNow(false).await;
@@ -426,7 +450,10 @@ impl Notify {
     }
 
     fn notified(&self) -> Notified<'_> {
-        Notified { notify: self, generation: None }
+        Notified {
+            notify: self,
+            generation: None,
+        }
     }
 }
 

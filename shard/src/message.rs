@@ -24,6 +24,8 @@ pub struct Origin {
 /// never copied. The parts of the PUBLISH every receiver shares are encoded once, here.
 #[derive(Debug)]
 pub struct Message {
+    /// Unique in the process: the publishing shard in the top 16 bits, a sequence below.
+    pub id: u64,
     /// Topic name (after topic alias resolution).
     pub topic: MqttStr,
     /// QoS it was published with.
@@ -46,6 +48,7 @@ pub struct Message {
 impl Message {
     /// Builds the shared message from a received PUBLISH whose topic alias is resolved.
     pub fn new(
+        id: u64,
         mut publish: Publish,
         origin: Origin,
         now: Instant,
@@ -59,6 +62,7 @@ impl Message {
         let v3 = PublishEncoder::new(&publish, ProtocolVersion::V3_1_1)?;
         let v5 = PublishEncoder::new(&publish, ProtocolVersion::V5)?;
         Ok(Arc::new(Self {
+            id,
             topic: publish.topic,
             qos: publish.qos,
             retain: publish.retain,

@@ -1,7 +1,7 @@
 //! Session state (4.1): what outlives a network connection, and moves between shards on
 //! takeover.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -110,6 +110,9 @@ pub struct Session {
     pub retry_armed: bool,
     /// Whether an await-rel timer is armed.
     pub await_rel_armed: bool,
+    /// While the session moves in from another shard: ids of the messages delivered, so one
+    /// that arrives both directly and forwarded is delivered once.
+    pub dedup: Option<HashSet<u64>>,
 }
 
 /// What a session carries when it moves to another shard (takeover with Clean Start 0).
@@ -147,6 +150,7 @@ impl Session {
             last_packet_id: 0,
             retry_armed: false,
             await_rel_armed: false,
+            dedup: None,
         }
     }
 

@@ -38,9 +38,14 @@
 //! (`LevelKey`), so no lookup allocates.
 //!
 //! Removing the last entry of a filter prunes the nodes left with neither entries nor
-//! children; freed slots hold no heap memory. When the trie becomes empty the arena is cut
-//! back to the root. The maps shrink when they fall below a quarter of their capacity;
-//! [`shrink_to_fit`](TopicTrie::shrink_to_fit) also gives back trailing free slots.
+//! children; freed slots hold no heap memory but keep their 40 bytes in the arena for reuse,
+//! until the trie becomes empty (the arena is then cut back to the root) or
+//! [`shrink_to_fit`](TopicTrie::shrink_to_fit) gives back the trailing ones. The maps and a
+//! node's entries shrink when they fall below a quarter of their capacity.
+//!
+//! Measured with the `trie` bench workload (`K` = `V` = `u32`, 5-level filters, 1.6 nodes
+//! per filter): about 250 bytes per filter at 100,000 filters as grown, 206 after
+//! `shrink_to_fit`; level strings are not shared between nodes.
 //!
 //! # Complexity
 //!
@@ -476,7 +481,10 @@ impl<K: Copy + Eq + Hash, V, S: BuildHasher> TopicTrie<K, V, S> {
         maybe_shrink_map(&mut self.children);
         if self.node(ROOT).is_vacant() {
             self.nodes.truncate(1);
-            self.free.clear();
+            self.nodes.shrink_to_fit();
+            self.free = Vec::new();
+            self.children.shrink_to_fit();
+            self.positions.shrink_to_fit();
         }
     }
 }

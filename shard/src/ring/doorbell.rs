@@ -297,7 +297,11 @@ mod tests {
         for yields in 1..=2 {
             assert!(wait.as_mut().poll(&mut cx).is_pending());
             assert!(!bell.is_armed(), "not armed while spinning");
-            assert_eq!(counter.0.load(Ordering::Relaxed), yields, "a yield wakes itself");
+            assert_eq!(
+                counter.0.load(Ordering::Relaxed),
+                yields,
+                "a yield wakes itself"
+            );
         }
         assert!(wait.as_mut().poll(&mut cx).is_pending());
         assert!(bell.is_armed());
@@ -310,7 +314,10 @@ mod tests {
         let mut wait = pin!(bell.wait(|| work.get()).spin(5));
         assert!(wait.as_mut().poll(&mut cx).is_pending());
         work.set(true);
-        assert!(wait.as_mut().poll(&mut cx).is_ready(), "work found while spinning");
+        assert!(
+            wait.as_mut().poll(&mut cx).is_ready(),
+            "work found while spinning"
+        );
         assert_eq!(bell.sleeps(), 1);
     }
 

@@ -279,10 +279,10 @@ mod tests {
     #[test]
     fn messages_reach_their_destination_with_their_source() {
         let mut endpoints = Mesh::<(usize, u32)>::new(3, 4).into_endpoints();
-        for from in 0..3 {
+        for (from, e) in endpoints.iter_mut().enumerate() {
             for to in 0..3 {
                 if from != to {
-                    endpoints[from].send(to, (from, 7)).unwrap();
+                    e.send(to, (from, 7)).unwrap();
                 }
             }
         }
