@@ -559,6 +559,9 @@ impl Shard {
                 return;
             }
         }
+        // Strings kept for the life of a session are copied out of the read buffer: a slice
+        // would pin the whole buffer it was read into.
+        connect.client_id = owned(&connect.client_id);
         if empty {
             self.client_seq += 1;
             connect.client_id = format!("auto-{}-{}", self.id, self.client_seq).into();
@@ -732,7 +735,7 @@ impl Shard {
                         }
                     }
                 } else {
-                    c.aliases.insert(alias, p.topic.clone());
+                    c.aliases.insert(alias, owned(&p.topic));
                 }
             }
         }
@@ -1302,7 +1305,7 @@ impl Shard {
                     id: sub_id,
                 };
                 if let Some(sess) = self.sessions.get_mut(sid) {
-                    sess.subscriptions.insert(s.filter.clone(), entry);
+                    sess.subscriptions.insert(owned(&s.filter), entry);
                 }
                 self.add_subscription(sid, &s.filter, entry);
                 self.stats.subscribes += 1;
@@ -1836,4 +1839,9 @@ fn merge_delivery<'a>(
         retain: rap && msg.retain,
         sub_ids: ids,
     })
+}
+
+/// A copy of `s` in its own allocation, for strings that outlive the packet they came in.
+fn owned(s: &MqttStr) -> MqttStr {
+    MqttStr::from(s.as_str().to_owned())
 }

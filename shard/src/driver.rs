@@ -305,7 +305,12 @@ async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<Co
     let canceller = Canceller::new();
     let cancel = canceller.handle();
     *io.canceller.borrow_mut() = Some(canceller);
-    let mut buf = BytesMut::with_capacity(4096);
+    // Idle connections keep a small buffer; a read that fills it doubles the next one, up to
+    // MAX_READ, so busy connections read in large chunks.
+    const MIN_READ: usize = 256;
+    const MAX_READ: usize = 64 * 1024;
+    let mut chunk = MIN_READ;
+    let mut buf = BytesMut::with_capacity(chunk);
     'conn: loop {
         // Handle what is buffered.
         let need = loop {
@@ -333,13 +338,16 @@ async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<Co
         if io.closing.get() {
             break;
         }
-        if buf.capacity() - buf.len() < need.max(512) {
-            buf.reserve(need.max(4096));
+        let want = need.max(chunk);
+        if buf.capacity() - buf.len() < want {
+            buf.reserve(want);
         }
+        let spare = buf.capacity() - buf.len();
         let (res, b) = r.cancelable_read(buf, cancel.clone()).await;
         buf = b;
         match res {
             Ok(0) | Err(_) => break,
+            Ok(n) if n == spare => chunk = (chunk * 2).min(MAX_READ),
             Ok(_) => {}
         }
     }
@@ -373,14 +381,14 @@ async fn write_loop<W: AsyncWriteRent>(ctx: Rc<Ctx>, key: Key, io: Rc<ConnIo>, m
 }
 
 async fn ring_loop(ctx: Rc<Ctx>) {
+    let mut batch = Vec::with_capacity(ctx.ring_batch);
     loop {
         RingReady(&ctx).await;
-        let mut batch = Vec::with_capacity(ctx.ring_batch);
         ctx.mesh
             .borrow_mut()
             .recv_batch(ctx.ring_batch, |from, msg| batch.push((from, msg)));
         let now = Instant::now();
-        for (from, msg) in batch {
+        for (from, msg) in batch.drain(..) {
             ctx.shard
                 .borrow_mut()
                 .handle_message(now, from as ShardId, msg);
