@@ -37,6 +37,9 @@ use crate::slab::{Key, Slab};
 use crate::stats::Stats;
 use crate::trie::TopicTrie;
 
+/// Message ids remembered per session while it moves between shards, at most.
+const MAX_MOVE_DEDUP: usize = 65_536;
+
 /// A shard's index, `0..shards`.
 pub type ShardId = u16;
 
@@ -987,11 +990,17 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
-        if let Some(seen) = &mut s.dedup
-            && !seen.insert(q.msg.id)
-        {
-            // Arrived both directly and through the shard the session left.
-            return;
+        if let Some(seen) = &mut s.dedup {
+            if !seen.insert(q.msg.id) {
+                // Arrived both directly and through the shard the session left.
+                return;
+            }
+            if seen.len() >= MAX_MOVE_DEDUP {
+                // A move that takes this long has a stuck fence; stop remembering rather than
+                // grow without bound (duplicates become possible, losses do not).
+                s.dedup = None;
+                self.stats.move_dedup_overflows += 1;
+            }
         }
         let online = s.conn.filter(|c| {
             self.conns

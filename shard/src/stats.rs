@@ -61,6 +61,8 @@ pub struct Stats {
     pub dropped_awaiting_rel_full: u64,
     /// Incoming QoS 2 forgotten after `mqtt.await_rel_timeout` without PUBREL.
     pub dropped_await_rel_timeout: u64,
+    /// Session moves whose duplicate filter reached its bound (should stay zero).
+    pub move_dedup_overflows: u64,
     /// Anything else dropped (should stay zero).
     pub dropped_other: u64,
 }
