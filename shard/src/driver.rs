@@ -343,8 +343,13 @@ async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<Co
             buf.reserve(want);
         }
         let spare = buf.capacity() - buf.len();
-        let (res, b) = r.cancelable_read(buf, cancel.clone()).await;
-        buf = b;
+        // monoio writes at the start of the buffer it is given: hand it the spare part, after
+        // the bytes of an unfinished packet.
+        let at = buf.len();
+        let (res, b) = r
+            .cancelable_read(monoio::buf::IoBufMut::slice_mut(buf, at..), cancel.clone())
+            .await;
+        buf = b.into_inner();
         match res {
             Ok(0) | Err(_) => break,
             Ok(n) if n == spare => chunk = (chunk * 2).min(MAX_READ),

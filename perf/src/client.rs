@@ -1,0 +1,789 @@
+//! One client on a generator thread: connect, CONNECT/CONNACK, then its role (idle,
+//! subscriber, publisher) until the run stops.
+//!
+//! A connected client is four tasks around one [`Conn`], as in the broker's driver:
+//!
+//! - the client task itself reads: socket → [`Decoder`] → [`Session::handle`] → counting;
+//! - a writer drains the output buffer into the socket (two buffers swapped, no copy), and
+//!   on stop sends DISCONNECT and shuts the socket down;
+//! - a publisher task (publishers only) appends PUBLISH packets on its schedule;
+//! - a pinger sends PINGREQ when nothing was written for half the keep alive.
+//!
+//! Nothing here panics on what the network sends: every failure becomes a counted error with
+//! the broker's reason code where there is one.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use monoio::buf::IoBufMut;
+use monoio::io::{
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller, Splitable,
+};
+use monoio::net::TcpStream;
+use net::mqtt::{
+    ConnAck, Connect, Decoder, Delivery, Disconnect, MAX_PACKET_SIZE, MqttStr, Packet,
+    ProtocolVersion, Publish, PublishEncoder, QoS, ReasonCode,
+};
+
+use crate::clock::Clock;
+use crate::notify::{Notify, yield_now};
+use crate::payload::Header;
+use crate::scenario::{Kind, Role, Scenario};
+use crate::seq::SeqTracker;
+use crate::session::{Effect, Session};
+use crate::stats::{Live, PubRecord, SubRecord, max_opt, min_opt};
+use crate::thread::ThreadCtx;
+
+/// Smallest free space offered to a read.
+const READ_MIN: usize = 4096;
+/// Largest read buffer a busy subscriber grows to.
+const READ_MAX: usize = 256 * 1024;
+/// A publisher stops appending while this much output is waiting for the writer.
+const HIGH_WATER: usize = 64 * 1024;
+/// Most messages a publisher appends before letting other tasks run.
+const BATCH: u64 = 64;
+
+/// The I/O state of one connection, shared by its tasks.
+pub(crate) struct Conn {
+    /// Packets waiting for the writer.
+    out: RefCell<BytesMut>,
+    /// Wakes the writer: `out` has data.
+    writer_wake: Notify,
+    /// Wakes the publisher: an ack freed the window, the writer drained `out`, or the
+    /// connection closed.
+    events: Notify,
+    closed: Cell<bool>,
+    session: RefCell<Session>,
+    canceller: RefCell<Option<Canceller>>,
+    last_write: Cell<Instant>,
+    /// Messages the publisher has sent: sequences `0..sent`.
+    sent: Cell<u64>,
+    /// Counted in `Live::ready`.
+    ready: Cell<bool>,
+    /// Counted in `Live::pubs_done`.
+    pub_done: Cell<bool>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("out", &self.out.borrow().len())
+            .field("closed", &self.closed.get())
+            .field("session", &self.session)
+            .field("sent", &self.sent.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    fn new(session: Session) -> Self {
+        Self {
+            out: RefCell::new(BytesMut::new()),
+            writer_wake: Notify::default(),
+            events: Notify::default(),
+            closed: Cell::new(false),
+            session: RefCell::new(session),
+            canceller: RefCell::new(None),
+            last_write: Cell::new(Instant::now()),
+            sent: Cell::new(0),
+            ready: Cell::new(false),
+            pub_done: Cell::new(false),
+        }
+    }
+
+    /// Marks the connection closed and wakes its tasks.
+    fn close(&self) {
+        self.closed.set(true);
+        self.writer_wake.notify();
+        self.events.notify();
+    }
+
+    /// Cancels the pending read, which ends the client task.
+    pub(crate) fn cancel_read(&self) {
+        if let Some(c) = self.canceller.borrow_mut().take() {
+            c.cancel();
+        }
+    }
+}
+
+/// Decrements the thread's count of running clients when the client task ends.
+struct Running<'a>(&'a ThreadCtx);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.set(self.0.running.get().saturating_sub(1));
+    }
+}
+
+/// Runs client `idx` of the scenario (already counted in `t.running`).
+pub(crate) async fn run(t: Rc<ThreadCtx>, idx: usize) {
+    let _running = Running(&t);
+    let scn = t.scn.clone();
+    let Some(spec) = scn.clients.get(idx) else {
+        return;
+    };
+    let interval = u64::try_from(scn.interval.as_nanos()).unwrap_or(u64::MAX);
+    let connect_at = t
+        .shared
+        .connect_epoch
+        .saturating_add(interval.saturating_mul(idx as u64));
+    while Clock::Monotonic.now() < connect_at {
+        if t.stopping.get() {
+            return;
+        }
+        wait(&t, None, Some(Clock::Monotonic.instant_at(connect_at))).await;
+    }
+    if t.stopping.get() {
+        return;
+    }
+    {
+        let mut st = t.stats.borrow_mut();
+        st.first_attempt = min_opt(st.first_attempt, Some(Clock::Monotonic.now()));
+    }
+    let live = t.live();
+    let est = match establish(&t, &scn, idx, &spec.client_id).await {
+        Ok(e) => e,
+        Err(e) => {
+            t.error(e);
+            Live::add(&live.failed, 1);
+            Live::add(&live.ready, 1);
+            if let Role::Pub { id, topic, .. } = &spec.role {
+                t.stats.borrow_mut().publishers.push(PubRecord {
+                    id: *id,
+                    topic: topic.clone(),
+                    sent: 0,
+                });
+                Live::add(&live.pubs_done, 1);
+            }
+            return;
+        }
+    };
+    Live::add(&live.established, 1);
+    let window = match scn.publish.as_ref().map(|p| p.inflight) {
+        Some(0) | None => usize::from(est.connack.properties.receive_maximum.unwrap_or(u16::MAX)),
+        Some(w) => usize::from(w.min(est.connack.properties.receive_maximum.unwrap_or(u16::MAX))),
+    };
+    let conn = Rc::new(Conn::new(Session::new(scn.version, window)));
+    t.conns.borrow_mut().insert(idx, Rc::downgrade(&conn));
+    let (r, w) = est.stream.into_split();
+    monoio::spawn(write_loop(t.clone(), conn.clone(), w));
+    if scn.keepalive > 0 {
+        monoio::spawn(ping_loop(t.clone(), conn.clone(), scn.keepalive));
+    }
+    let mut sub = None;
+    match &spec.role {
+        Role::Idle => mark_ready(&t, &conn),
+        Role::Sub { filter } => {
+            let res =
+                conn.session
+                    .borrow()
+                    .subscribe(filter, scn.sub_qos, &mut conn.out.borrow_mut());
+            match res {
+                Ok(()) => {
+                    conn.writer_wake.notify();
+                    monoio::spawn(suback_timeout(t.clone(), conn.clone()));
+                }
+                Err(e) => {
+                    t.error(e);
+                    mark_ready(&t, &conn);
+                }
+            }
+            sub = Some(SubRecord {
+                filter: filter.clone(),
+                ..Default::default()
+            });
+        }
+        Role::Pub {
+            id,
+            topic,
+            offset_ns,
+            matches,
+        } => {
+            mark_ready(&t, &conn);
+            monoio::spawn(publish_loop(
+                t.clone(),
+                conn.clone(),
+                *id,
+                topic.clone(),
+                *offset_ns,
+                *matches,
+            ));
+        }
+    }
+    read_loop(&t, &conn, r, est.decoder, est.buf, &mut sub).await;
+    t.conns.borrow_mut().remove(&idx);
+    conn.close();
+    mark_ready(&t, &conn);
+    let mut st = t.stats.borrow_mut();
+    if let Some(s) = sub {
+        st.subscribers.push(s);
+    }
+    if let Role::Pub { id, topic, .. } = &spec.role {
+        st.publishers.push(PubRecord {
+            id: *id,
+            topic: topic.clone(),
+            sent: conn.sent.get(),
+        });
+        drop(st);
+        finish_publisher(&t, &conn);
+    }
+}
+
+/// A subscriber whose SUBACK does not come within the connect timeout is counted as an error
+/// and as ready, so the run does not wait for it forever.
+async fn suback_timeout(t: Rc<ThreadCtx>, conn: Rc<Conn>) {
+    let timeout = t.scn.connect_timeout;
+    let deadline = Instant::now() + timeout;
+    while !conn.ready.get() && !conn.closed.get() && !t.stopping.get() {
+        if Instant::now() >= deadline {
+            t.error(format!("SUBACK: timed out after {}s", timeout.as_secs()));
+            mark_ready(&t, &conn);
+            return;
+        }
+        wait(&t, None, Some(deadline)).await;
+    }
+}
+
+/// Counts the client as ready for the measured phase (once).
+fn mark_ready(t: &ThreadCtx, conn: &Conn) {
+    if !conn.ready.replace(true) {
+        Live::add(&t.live().ready, 1);
+        let mut st = t.stats.borrow_mut();
+        st.last_ready = max_opt(st.last_ready, Some(Clock::Monotonic.now()));
+    }
+}
+
+/// Counts the publisher as done (once).
+fn finish_publisher(t: &ThreadCtx, conn: &Conn) {
+    if !conn.pub_done.replace(true) {
+        Live::add(&t.live().pubs_done, 1);
+    }
+}
+
+/// Waits until `deadline`, a change of the thread's flags, or (with `conn`) an event of the
+/// connection, whichever comes first. Callers check their conditions again afterwards.
+async fn wait(t: &ThreadCtx, conn: Option<&Conn>, deadline: Option<Instant>) {
+    let sleep = |d: Instant| monoio::time::sleep_until(monoio::time::Instant::from_std(d));
+    match (conn, deadline) {
+        (Some(c), Some(d)) => {
+            monoio::select! {
+                _ = sleep(d) => {},
+                _ = t.changed.notified() => {},
+                _ = c.events.notified() => {},
+            }
+        }
+        (Some(c), None) => {
+            monoio::select! {
+                _ = t.changed.notified() => {},
+                _ = c.events.notified() => {},
+            }
+        }
+        (None, Some(d)) => {
+            monoio::select! {
+                _ = sleep(d) => {},
+                _ = t.changed.notified() => {},
+            }
+        }
+        (None, None) => t.changed.notified().await,
+    }
+}
+
+/// A connection whose CONNACK accepted it.
+struct Established {
+    stream: TcpStream,
+    decoder: Decoder,
+    /// Bytes read after the CONNACK.
+    buf: BytesMut,
+    connack: ConnAck,
+}
+
+/// TCP connect, CONNECT, CONNACK; the error is the description counted.
+async fn establish(
+    t: &ThreadCtx,
+    scn: &Scenario,
+    idx: usize,
+    client_id: &str,
+) -> Result<Established, String> {
+    // `Scenario::build` resolved at least one address.
+    let Some(&target) = scn.targets.get(idx % scn.targets.len().max(1)) else {
+        return Err("no broker address".to_owned());
+    };
+    let ifaddr = scn.ifaddrs.get(idx % scn.ifaddrs.len().max(1)).copied();
+    let timeout = scn.connect_timeout;
+    let t0 = Instant::now();
+    let mut stream = match monoio::time::timeout(timeout, tcp_connect(target, ifaddr)).await {
+        Err(_) => return Err(format!("connect: timed out after {}s", timeout.as_secs())),
+        Ok(Err(e)) => return Err(format!("connect: {e}")),
+        Ok(Ok(s)) => s,
+    };
+    t.stats.borrow_mut().tcp_connect.record(nanos(t0.elapsed()));
+    let _ = stream.set_nodelay(true);
+    let mut out = BytesMut::new();
+    Packet::Connect(Box::new(connect_packet(scn, client_id)))
+        .encode(scn.version, &mut out)
+        .map_err(|e| format!("cannot encode CONNECT: {e}"))?;
+    let h0 = Instant::now();
+    let (res, _) = stream.write_all(out).await;
+    res.map_err(|e| format!("write: {e}"))?;
+    let mut decoder = Decoder::client(scn.version, MAX_PACKET_SIZE);
+    let read = async {
+        let mut buf = BytesMut::with_capacity(READ_MIN);
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(Packet::ConnAck(a))) => return Ok((a, buf)),
+                Ok(Some(p)) => {
+                    return Err(format!("expected CONNACK, got {:?}", p.packet_type()));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("CONNACK: {e}")),
+            }
+            buf.reserve(decoder.needed().max(READ_MIN));
+            let at = buf.len();
+            let (res, b) = stream.read(buf.slice_mut(at..)).await;
+            buf = b.into_inner();
+            match res {
+                Ok(0) => return Err("connection closed by broker before CONNACK".to_owned()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    };
+    let (connack, buf) = match monoio::time::timeout(timeout, read).await {
+        Err(_) => return Err(format!("CONNACK: timed out after {}s", timeout.as_secs())),
+        Ok(r) => r?,
+    };
+    t.stats.borrow_mut().handshake.record(nanos(h0.elapsed()));
+    if !connack.reason_code.is_success() {
+        return Err(match scn.version {
+            ProtocolVersion::V5 => format!("CONNACK refused: {}", connack.reason_code),
+            _ => format!(
+                "CONNACK refused: return code {} {}",
+                connack.reason_code.to_v3_connack(),
+                connack.reason_code
+            ),
+        });
+    }
+    Ok(Established {
+        stream,
+        decoder,
+        buf,
+        connack,
+    })
+}
+
+fn connect_packet(scn: &Scenario, client_id: &str) -> Connect {
+    let mut c = Connect::new(scn.version, MqttStr::from(client_id.to_owned()));
+    c.clean_start = scn.clean;
+    c.keep_alive = scn.keepalive;
+    c.username = scn.username.clone().map(MqttStr::from);
+    c.password = scn.password.clone().map(|p| Bytes::from(p.into_bytes()));
+    if scn.version == ProtocolVersion::V5 && scn.session_expiry > 0 {
+        c.properties.session_expiry_interval = Some(scn.session_expiry);
+    }
+    c
+}
+
+/// Connects to `target`, from `ifaddr` when given (bound before connecting; the port is left
+/// to the connect, so many connections can share a source address).
+async fn tcp_connect(target: SocketAddr, ifaddr: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(local) = ifaddr else {
+        return TcpStream::connect_addr(target).await;
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(target),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_nonblocking(true)?;
+    bind_address_no_port(&socket);
+    socket.bind(&SocketAddr::new(local, 0).into())?;
+    match socket.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let probe = socket.try_clone()?;
+    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    stream.writable(false).await?;
+    if let Some(e) = probe.take_error()? {
+        return Err(e);
+    }
+    Ok(stream)
+}
+
+/// `IP_BIND_ADDRESS_NO_PORT`: best effort (an older kernel just picks the port at bind).
+fn bind_address_no_port(socket: &socket2::Socket) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: the fd is a socket owned by `socket` for the whole call, and the option value
+    // points at a live `c_int` whose size is passed alongside.
+    let _ = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+/// Clock readings taken at most once per read.
+struct Now {
+    mono: u64,
+    real: Option<u64>,
+}
+
+impl Now {
+    fn on(&mut self, clock: Clock) -> u64 {
+        match clock {
+            Clock::Monotonic => self.mono,
+            Clock::Realtime => *self.real.get_or_insert_with(|| Clock::Realtime.now()),
+        }
+    }
+}
+
+/// Reads and handles packets until the connection ends.
+async fn read_loop<R: CancelableAsyncReadRent>(
+    t: &ThreadCtx,
+    conn: &Conn,
+    mut r: R,
+    mut decoder: Decoder,
+    mut buf: BytesMut,
+    sub: &mut Option<SubRecord>,
+) {
+    let canceller = Canceller::new();
+    let cancel = canceller.handle();
+    *conn.canceller.borrow_mut() = Some(canceller);
+    let mut target = READ_MIN;
+    loop {
+        let mut now = Now {
+            mono: Clock::Monotonic.now(),
+            real: None,
+        };
+        let mut woke_publisher = false;
+        let mut end = None;
+        loop {
+            let packet = match decoder.decode(&mut buf) {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    end = Some(format!("bad packet from broker: {e}"));
+                    break;
+                }
+            };
+            let effect = conn
+                .session
+                .borrow_mut()
+                .handle(packet, &mut conn.out.borrow_mut());
+            match effect {
+                Effect::None => {}
+                Effect::Message(payload) => on_message(t, sub, &payload, &mut now),
+                Effect::Acked { intended } => {
+                    Live::add(&t.live().acked, 1);
+                    if let Some(p) = &t.scn.publish {
+                        let n = now.on(p.clock);
+                        t.stats
+                            .borrow_mut()
+                            .ack_latency
+                            .record(n.saturating_sub(intended));
+                    }
+                    woke_publisher = true;
+                }
+                Effect::Refused { packet, code } => {
+                    t.error(format!("{packet} refused: {code}"));
+                    woke_publisher = true;
+                }
+                Effect::SubAck(Ok(())) => {
+                    Live::add(&t.live().subscribed, 1);
+                    mark_ready(t, conn);
+                }
+                Effect::SubAck(Err(code)) => {
+                    t.error(format!("SUBACK refused: {code}"));
+                    mark_ready(t, conn);
+                }
+                Effect::Disconnect(code) => {
+                    end = Some(format!("DISCONNECT from broker: {code}"));
+                    break;
+                }
+                Effect::Unexpected(what) => t.error(what),
+            }
+        }
+        if !conn.out.borrow().is_empty() {
+            conn.writer_wake.notify();
+        }
+        if woke_publisher {
+            conn.events.notify();
+        }
+        if let Some(e) = end {
+            closed_by_peer(t, e);
+            return;
+        }
+        let free = buf.capacity() - buf.len();
+        if free < READ_MIN {
+            buf.reserve(decoder.needed().max(target));
+        }
+        // monoio reads into the start of the buffer it is given: offer only the free space
+        // after what is buffered (an incomplete packet).
+        let at = buf.len();
+        let offered = buf.capacity() - at;
+        let (res, b) = r.cancelable_read(buf.slice_mut(at..), cancel.clone()).await;
+        buf = b.into_inner();
+        match res {
+            Ok(0) => {
+                if !t.stopping.get() && !conn.closed.get() {
+                    closed_by_peer(t, "connection closed by broker".to_owned());
+                }
+                return;
+            }
+            Ok(n) => {
+                if n == offered {
+                    target = (target * 2).min(READ_MAX);
+                }
+            }
+            Err(e) => {
+                // A write error closed the connection and cancelled this read: counted there.
+                if !t.stopping.get() && !conn.closed.get() {
+                    closed_by_peer(t, format!("read: {e}"));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// The broker ended a connection before the run did.
+fn closed_by_peer(t: &ThreadCtx, why: String) {
+    t.error(why);
+    Live::add(&t.live().dropped, 1);
+}
+
+/// Counts, times and sequence-checks one received message.
+fn on_message(t: &ThreadCtx, sub: &mut Option<SubRecord>, payload: &Bytes, now: &mut Now) {
+    Live::add(&t.live().received, 1);
+    let mut st = t.stats.borrow_mut();
+    st.first_received = min_opt(st.first_received, Some(now.mono));
+    st.last_received = max_opt(st.last_received, Some(now.mono));
+    let Some(h) = Header::read(payload) else {
+        st.foreign += 1;
+        return;
+    };
+    let n = now.on(h.clock);
+    if h.timestamp > n {
+        st.clock_skew += 1;
+    }
+    st.latency.record(n.saturating_sub(h.timestamp));
+    if let Some(s) = sub {
+        // In `perf bench` the subscribers are ready before the first message is published, so
+        // a stream of this run starts at 0; otherwise it starts where this subscriber joined.
+        let from_zero = t.scn.kind == Kind::Bench && h.run == t.scn.run_id;
+        s.streams
+            .entry((h.run, h.publisher))
+            .or_insert_with(|| {
+                if from_zero {
+                    SeqTracker::new()
+                } else {
+                    SeqTracker::starting_at(h.seq)
+                }
+            })
+            .record(h.seq);
+    }
+}
+
+/// Writes `conn.out` to the socket until the connection closes or the run stops.
+async fn write_loop<W: AsyncWriteRent>(t: Rc<ThreadCtx>, conn: Rc<Conn>, mut w: W) {
+    let mut spare = BytesMut::new();
+    loop {
+        if !conn.out.borrow().is_empty() {
+            let chunk = std::mem::replace(&mut *conn.out.borrow_mut(), spare);
+            let (res, mut chunk) = w.write_all(chunk).await;
+            conn.events.notify();
+            if let Err(e) = res {
+                if !t.stopping.get() && !conn.closed.get() {
+                    closed_by_peer(&t, format!("write: {e}"));
+                }
+                conn.close();
+                conn.cancel_read();
+                return;
+            }
+            conn.last_write.set(Instant::now());
+            chunk.clear();
+            spare = chunk;
+            continue;
+        }
+        if conn.closed.get() {
+            return;
+        }
+        if t.stopping.get() {
+            break;
+        }
+        monoio::select! {
+            _ = conn.writer_wake.notified() => {},
+            _ = t.changed.notified() => {},
+        }
+    }
+    // The run stops: say goodbye. The broker then closes, which ends the reader.
+    let mut bye = BytesMut::new();
+    let version = conn.session.borrow().version();
+    let packet = Packet::Disconnect(Disconnect::new(ReasonCode::NORMAL_DISCONNECTION));
+    if packet.encode(version, &mut bye).is_ok() {
+        let _ = w.write_all(bye).await;
+    }
+    let _ = w.shutdown().await;
+}
+
+/// Sends PINGREQ whenever nothing was written for half the keep alive.
+async fn ping_loop(t: Rc<ThreadCtx>, conn: Rc<Conn>, keepalive: u16) {
+    let idle = Duration::from_secs(u64::from(keepalive)) / 2;
+    loop {
+        if conn.closed.get() || t.stopping.get() {
+            return;
+        }
+        let due = conn.last_write.get() + idle;
+        if Instant::now() >= due {
+            let version = conn.session.borrow().version();
+            let _ = Packet::PingReq.encode(version, &mut conn.out.borrow_mut());
+            conn.last_write.set(Instant::now());
+            conn.writer_wake.notify();
+            continue;
+        }
+        wait(&t, None, Some(due)).await;
+    }
+}
+
+/// Publishes on the scenario's schedule until the limit, the end of the measured phase, or
+/// the connection's end; then waits (bounded by the drain time) for the acks.
+async fn publish_loop(
+    t: Rc<ThreadCtx>,
+    conn: Rc<Conn>,
+    id: u32,
+    topic: String,
+    offset_ns: u64,
+    matches: u64,
+) {
+    let scn = t.scn.clone();
+    let Some(spec) = scn.publish.as_ref() else {
+        finish_publisher(&t, &conn);
+        return;
+    };
+    let template = Publish::new(MqttStr::from(topic), Bytes::from(vec![0u8; spec.size]));
+    let enc = match PublishEncoder::new(&template, scn.version) {
+        Ok(e) => e,
+        Err(e) => {
+            t.error(format!("cannot encode PUBLISH: {e}"));
+            finish_publisher(&t, &conn);
+            return;
+        }
+    };
+    while !t.go.get() {
+        if t.publishing_over.get() || conn.closed.get() {
+            finish_publisher(&t, &conn);
+            return;
+        }
+        wait(&t, Some(&conn), None).await;
+    }
+    let start = t.publish_start.get().saturating_add(offset_ns);
+    let live = t.live();
+    let mut k: u64 = conn.sent.get();
+    let limited = |k: u64| spec.limit > 0 && k >= spec.limit;
+    'publish: loop {
+        if conn.closed.get() || t.publishing_over.get() || limited(k) {
+            break;
+        }
+        let window_full = spec.qos != QoS::AtMostOnce && !conn.session.borrow().can_send();
+        if window_full || conn.out.borrow().len() >= HIGH_WATER {
+            wait(&t, Some(&conn), None).await;
+            continue;
+        }
+        let now = spec.clock.now();
+        let next = match spec.period_ns {
+            Some(p) => start.saturating_add(k.saturating_mul(p)),
+            None => start,
+        };
+        if next > now {
+            match &t.precise {
+                Some(p) => {
+                    let deadline = Clock::Monotonic.now() + (next - now);
+                    monoio::select! {
+                        _ = p.sleep_until(deadline) => {},
+                        _ = t.changed.notified() => {},
+                    }
+                }
+                None => wait(&t, Some(&conn), Some(spec.clock.instant_at(next))).await,
+            }
+            continue;
+        }
+        let mut n: u64 = 0;
+        {
+            let mut out = conn.out.borrow_mut();
+            let mut session = conn.session.borrow_mut();
+            let mut stats = t.stats.borrow_mut();
+            while n < BATCH && out.len() < HIGH_WATER && !limited(k) {
+                // Fixed rate: each message carries its own slot in the schedule, however late
+                // it goes out (coordinated omission); otherwise the time it is written.
+                let intended = match spec.period_ns {
+                    Some(p) => start.saturating_add(k.saturating_mul(p)),
+                    None => now,
+                };
+                if intended > now {
+                    break;
+                }
+                if spec.period_ns.is_some() {
+                    stats.lag.record(now - intended);
+                }
+                let packet_id = if spec.qos == QoS::AtMostOnce {
+                    0
+                } else if session.can_send() {
+                    session.allocate(intended)
+                } else {
+                    break;
+                };
+                let d = Delivery {
+                    qos: spec.qos,
+                    retain: spec.retain,
+                    packet_id,
+                    ..Delivery::default()
+                };
+                if let Err(e) = enc.encode_head(&d, &mut out) {
+                    drop((out, session, stats));
+                    t.error(format!("cannot encode PUBLISH: {e}"));
+                    break 'publish;
+                }
+                Header {
+                    clock: spec.clock,
+                    run: scn.run_id,
+                    publisher: id,
+                    seq: k,
+                    timestamp: intended,
+                }
+                .write(spec.size, &mut out);
+                k += 1;
+                n += 1;
+            }
+        }
+        conn.sent.set(k);
+        Live::add(&live.sent, n);
+        Live::add(&live.expected, n * matches);
+        conn.writer_wake.notify();
+        if spec.period_ns.is_none() {
+            yield_now().await;
+        }
+    }
+    let deadline = Instant::now() + scn.drain;
+    while conn.session.borrow().inflight() > 0
+        && !conn.closed.get()
+        && !t.stopping.get()
+        && Instant::now() < deadline
+    {
+        wait(&t, Some(&conn), Some(deadline)).await;
+    }
+    finish_publisher(&t, &conn);
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
