@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh machine of this kind; idempotent and quick
+# when everything is already there. Called by tools/test.sh and .ci/run.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+command -v stdbuf >/dev/null 2>&1 || need_apt+=(coreutils)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "tools/setup.sh: please install: ${need_apt[*]} (apt-get install -y ...)" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q "${need_apt[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import paho.mqtt, sys; sys.exit(0 if paho.mqtt.__version__.startswith("2.") else 1)' 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check 'paho-mqtt==2.1.0'
+fi
+
+if ! command -v node >/dev/null 2>&1; then
+  echo "tools/setup.sh: node (>= 18) is required by the interoperability tests" >&2
+  exit 1
+fi
+if [ ! -d tools/vectors/node_modules/mqtt-packet ]; then
+  (cd tools/vectors && npm ci --no-audit --no-fund --loglevel=error)
+fi
