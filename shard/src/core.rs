@@ -183,6 +183,9 @@ pub enum Read {
     /// The connection waits for the client-id registry (CONNECT sent, CONNACK not yet): stop
     /// reading until [`Event::Resume`].
     Paused,
+    /// The connection's output buffer is over `Settings::max_write_buffer`: call again once
+    /// some of it has been written.
+    WriteBlocked,
     /// The connection is closing; stop reading it.
     Closing,
 }
@@ -384,6 +387,11 @@ impl Shard {
             }
             if budget == 0 {
                 break Read::More;
+            }
+            if c.out.len() > self.settings.max_write_buffer {
+                // The client does not read what we send (acknowledgements pile up): stop
+                // reading it until its socket drains, so this buffer stays bounded.
+                break Read::WriteBlocked;
             }
             match c.decoder.decode(buf) {
                 Ok(Some(packet)) => {

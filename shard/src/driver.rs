@@ -155,6 +155,8 @@ pub fn run(
 struct ConnIo {
     writer: Notify,
     reader: Notify,
+    /// The writer wrote everything it had.
+    drained: Notify,
     closing: Cell<bool>,
     /// Cancels the reader's pending read when the connection closes.
     canceller: RefCell<Option<Canceller>>,
@@ -169,6 +171,7 @@ impl ConnIo {
         self.closing.set(true);
         self.writer.notify();
         self.reader.notify();
+        self.drained.notify();
         if let Some(c) = self.canceller.borrow_mut().take() {
             c.cancel();
         }
@@ -328,6 +331,12 @@ async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<Co
                         break 'conn;
                     }
                 }
+                Read::WriteBlocked => {
+                    io.drained.notified().await;
+                    if io.closing.get() {
+                        break 'conn;
+                    }
+                }
                 Read::Closing => break 'conn,
             }
         };
@@ -375,6 +384,7 @@ async fn write_loop<W: AsyncWriteRent>(ctx: Rc<Ctx>, key: Key, io: Rc<ConnIo>, m
                 }
             }
         }
+        io.drained.notify();
         if io.closing.get() {
             break;
         }

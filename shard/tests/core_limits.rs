@@ -132,3 +132,32 @@ fn routing_works_with_more_than_128_shards() {
         "Shard::route keeps matching shards in a u128 bit mask"
     );
 }
+
+#[test]
+fn a_client_that_does_not_read_its_acks_stops_being_read() {
+    let mut s = settings();
+    s.max_write_buffer = 200;
+    let mut sim = Sim::new(1, s);
+    let (publisher, _) = sim.connect(0, ProtocolVersion::V3_1_1, "flood", true, 0);
+    sim.stall(publisher, true);
+    // 200 QoS 1 PUBLISH in one read: each PUBACK is 4 bytes, so the output passes 200 bytes
+    // after about 50 of them and the shard must stop decoding this client's input.
+    for _ in 0..200 {
+        sim.send_publish(publisher, "nobody/listens", "x", QoS::AtLeastOnce);
+    }
+    let r = sim.feed(publisher);
+    assert_eq!(r, shard::Read::WriteBlocked);
+    let handled = sim.stat(|s| s.messages_received);
+    assert!(
+        (50..200).contains(&handled),
+        "{handled} handled before blocking"
+    );
+    // Once the client reads again, the rest is handled and acknowledged.
+    sim.stall(publisher, false);
+    sim.drive();
+    for _ in 0..10 {
+        sim.feed(publisher);
+        sim.drive();
+    }
+    assert_eq!(sim.stat(|s| s.messages_received), 200);
+}

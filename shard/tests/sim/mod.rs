@@ -614,7 +614,8 @@ impl Sim {
         let shard = c.shard;
         let r = self.shards[usize::from(shard)].handle_read(self.now, c.conn, &mut c.input);
         match r {
-            Read::NeedMore(_) => {}
+            // A stalled client's output is over the limit: fed again on a later round.
+            Read::NeedMore(_) | Read::WriteBlocked => {}
             Read::More => {
                 self.ready.insert(id);
             }
