@@ -91,8 +91,9 @@ pub fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::Tc
     Ok(all)
 }
 
-/// Starts the shards. Returns once every shard runs and every listener is bound.
-pub fn start(spec: ServeSpec) -> io::Result<Running> {
+/// Starts the shards. Returns once every shard runs and every listener is bound. Setting
+/// `shutdown` stops them.
+pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> {
     let n = spec.cores.max(1);
     let shards = u16::try_from(n).map_err(|_| io::Error::other("too many shards"))?;
     let mut tcp = match spec.tcp {
@@ -114,7 +115,6 @@ pub fn start(spec: ServeSpec) -> io::Result<Running> {
         .tcp_max_connections
         .map_or(usize::MAX, |m| m.div_ceil(n));
     let mesh = Mesh::<ShardMsg>::new(n, spec.ring_capacity);
-    let shutdown = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<Started>();
     let mut threads = Vec::with_capacity(n);
     for (id, (endpoint, listener)) in mesh.into_endpoints().into_iter().zip(tcp).enumerate() {
@@ -221,7 +221,15 @@ impl ServeSpec {
 pub fn serve(config: &crate::config::Config, cores: usize) -> std::process::ExitCode {
     use std::process::ExitCode;
     let spec = ServeSpec::from_config(config, cores);
-    let running = match start(spec) {
+    // Handlers first: a supervisor may signal as soon as it sees the "listening" line.
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, flag.clone()) {
+            log::error!("cannot install the handler for signal {sig}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let running = match start(spec, flag) {
         Ok(r) => r,
         Err(e) => {
             log::error!("start failed: {e}");
@@ -233,13 +241,6 @@ pub fn serve(config: &crate::config::Config, cores: usize) -> std::process::Exit
     }
     if let Some(addr) = running.tcp {
         log::info!("listening on tcp {addr} (listeners.tcp.default, {cores} shards)");
-    }
-    let flag = running.shutdown_flag();
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(sig, flag.clone()) {
-            log::error!("cannot install the handler for signal {sig}: {e}");
-            return ExitCode::FAILURE;
-        }
     }
     match running.wait() {
         Ok(stopped) => {

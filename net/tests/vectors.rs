@@ -475,16 +475,9 @@ fn ours(v: &Vector) -> Result<(Packet, Vec<u8>), String> {
 /// (b)). We write the shortest form the specification allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KnownDifference {
-    /// MQTT 5 PUBACK, PUBREC, PUBREL, PUBCOMP with a non-zero reason code and no properties.
-    /// MQTT 5 §3.4.2.2.1 (and 3.5/3.6/3.7): "If the Remaining Length is less than 4 there is
-    /// no Property Length and the value of 0 is used". We write `x0 03 id id rc`;
-    /// mqtt-packet always writes the empty property length, `x0 04 id id rc 00`.
-    AckWithoutProperties,
-    /// MQTT 5 DISCONNECT without properties. §3.14.2.1: "The Reason Code and Property Length
-    /// can be omitted if the Reason Code is 0x00 (Normal disconnection) and there are no
-    /// Properties"; §3.14.2.2.1: "If the Remaining Length is less than 2, a value of 0 is
-    /// used". We write `e0 00` (reason 0) or `e0 01 rc`; mqtt-packet always writes
-    /// `e0 02 rc 00`.
+    /// MQTT 5 DISCONNECT with reason 0 and no properties. §3.14.2.1: "The Reason Code and
+    /// Property Length can be omitted if the Reason Code is 0x00 (Normal disconnection) and
+    /// there are no Properties". We write `e0 00`; mqtt-packet always writes `e0 02 00 00`.
     DisconnectWithoutProperties,
     /// MQTT 3.1 CONNACK whose first variable header byte has bit 0 set. MQTT 3.1 has no
     /// Session Present flag: the byte is "Reserved values. Not used." (3.1 CONNACK variable
@@ -510,12 +503,9 @@ impl KnownDifference {
             return None;
         }
         match p {
-            Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a)
-                if a.reason_code != ReasonCode::SUCCESS && a.properties.is_empty() =>
+            Packet::Disconnect(d)
+                if d.properties.is_empty() && d.reason_code == ReasonCode::NORMAL_DISCONNECTION =>
             {
-                Some(Self::AckWithoutProperties)
-            }
-            Packet::Disconnect(d) if d.properties.is_empty() => {
                 Some(Self::DisconnectWithoutProperties)
             }
             _ => None,
@@ -525,9 +515,7 @@ impl KnownDifference {
     /// Our bytes, derived from mqtt-packet's: exactly the missing property length.
     fn our_form(self, theirs: &[u8]) -> Result<Vec<u8>, String> {
         match (self, theirs) {
-            (Self::AckWithoutProperties, &[h, 4, hi, lo, rc, 0]) => Ok(vec![h, 3, hi, lo, rc]),
             (Self::DisconnectWithoutProperties, &[0xE0, 2, 0, 0]) => Ok(vec![0xE0, 0]),
-            (Self::DisconnectWithoutProperties, &[0xE0, 2, rc, 0]) => Ok(vec![0xE0, 1, rc]),
             (Self::Mqtt31ConnAckReservedByte, &[0x20, 2, 0x01, rc]) => Ok(vec![0x20, 2, 0, rc]),
             _ => Err(format!(
                 "{self:?} does not explain mqtt-packet's {}",
@@ -540,7 +528,7 @@ impl KnownDifference {
     /// its own: the remaining length, or the 3.1 reserved byte it reads as `sessionPresent`.
     fn json_keys(self) -> &'static [&'static str] {
         match self {
-            Self::AckWithoutProperties | Self::DisconnectWithoutProperties => &["length"],
+            Self::DisconnectWithoutProperties => &["length"],
             Self::Mqtt31ConnAckReservedByte => &["sessionPresent"],
         }
     }

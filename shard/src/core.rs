@@ -290,6 +290,9 @@ enum FenceDone {
     Release { old: ShardId, token: u64 },
     /// Old shard: drop the ghost.
     Retire { token: u64 },
+    /// A SUBSCRIBE announced new routes: acknowledge it once every shard routes them, so a
+    /// message published anywhere after SUBACK reaches the subscriber.
+    SubAck { conn: Key, ack: Box<SubAck> },
 }
 
 impl Shard {
@@ -953,6 +956,7 @@ impl Shard {
                     FenceDone::Release { old, token } => {
                         self.send_shard(old, ShardMsg::Move(MoveMsg::Release { token }));
                     }
+                    FenceDone::SubAck { conn, ack } => self.send(conn, &Packet::SubAck(*ack)),
                     FenceDone::Retire { token } => {
                         let Some(g) = self.ghosts.remove(&token) else {
                             return;
@@ -1300,10 +1304,7 @@ impl Shard {
     }
 
     fn on_subscribe(&mut self, conn: Key, sid: Key, sub: Subscribe) {
-        let v5 = self
-            .conns
-            .get(conn)
-            .is_some_and(|c| c.version == ProtocolVersion::V5);
+        let mut announced = false;
         let sub_id = sub.properties.subscription_identifier;
         let mut codes = Vec::with_capacity(sub.filters.len());
         for s in sub.filters {
@@ -1324,19 +1325,27 @@ impl Shard {
                 if let Some(sess) = self.sessions.get_mut(sid) {
                     sess.subscriptions.insert(owned(&s.filter), entry);
                 }
-                self.add_subscription(sid, &s.filter, entry);
+                announced |= self.add_subscription(sid, &s.filter, entry);
                 self.stats.subscribes += 1;
                 ReasonCode(options.qos as u8)
             };
             codes.push(rc);
         }
-        let _ = v5;
         let ack = SubAck {
             packet_id: sub.packet_id,
             reason_codes: codes,
             ..SubAck::default()
         };
-        self.send(conn, &Packet::SubAck(ack));
+        if announced && self.shards > 1 {
+            // 3.8.4: messages published after SUBACK must match. Other shards learn the new
+            // route over the rings; answer once every shard has it.
+            self.start_fence(FenceDone::SubAck {
+                conn,
+                ack: Box::new(ack),
+            });
+        } else {
+            self.send(conn, &Packet::SubAck(ack));
+        }
     }
 
     fn on_unsubscribe(&mut self, conn: Key, sid: Key, unsub: Unsubscribe) {
@@ -1384,10 +1393,9 @@ impl Shard {
 
     // ---- subscriptions and routes --------------------------------------------------------------
 
-    fn add_subscription(&mut self, sid: Key, filter: &str, entry: SubEntry) {
-        if self.subs.insert(filter, sid, entry).is_none() {
-            self.route_ref(filter, true);
-        }
+    /// Adds a subscription; `true` if it announced a new route to the other shards.
+    fn add_subscription(&mut self, sid: Key, filter: &str, entry: SubEntry) -> bool {
+        self.subs.insert(filter, sid, entry).is_none() && self.route_ref(filter, true)
     }
 
     fn remove_subscription(&mut self, sid: Key, filter: &str) {
@@ -1398,7 +1406,8 @@ impl Shard {
 
     /// Counts a local or ghost subscription on `filter` in or out; announces the route on the
     /// first and withdraws it after the last.
-    fn route_ref(&mut self, filter: &str, add: bool) {
+    /// Returns whether the route was announced or withdrawn.
+    fn route_ref(&mut self, filter: &str, add: bool) -> bool {
         let n = match self.route_refs.get_mut(filter) {
             Some(n) => {
                 if add {
@@ -1411,14 +1420,16 @@ impl Shard {
             None if add => {
                 self.route_refs.insert(filter.to_owned(), 1);
                 self.broadcast_route(filter, true);
-                return;
+                return true;
             }
-            None => return,
+            None => return false,
         };
         if n == 0 {
             self.route_refs.remove(filter);
             self.broadcast_route(filter, false);
+            return true;
         }
+        false
     }
 
     fn broadcast_route(&mut self, filter: &str, add: bool) {

@@ -167,16 +167,24 @@ struct ConnIo {
 impl ConnIo {
     /// Stops both tasks: the writer flushes and shuts the socket down, the reader's pending
     /// read is cancelled.
+    /// The reader's pending read is cancelled after [`LINGER`]: until then it drains what the
+    /// client still sends (see `read_loop`).
     fn close(&self) {
         self.closing.set(true);
         self.writer.notify();
         self.reader.notify();
         self.drained.notify();
         if let Some(c) = self.canceller.borrow_mut().take() {
-            c.cancel();
+            monoio::spawn(async move {
+                monoio::time::sleep(LINGER).await;
+                c.cancel();
+            });
         }
     }
 }
+
+/// How long a connection the broker closes keeps draining the client's input.
+const LINGER: Duration = Duration::from_secs(1);
 
 struct Ctx {
     shard: RefCell<Shard>,
@@ -314,6 +322,7 @@ async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<Co
     const MAX_READ: usize = 64 * 1024;
     let mut chunk = MIN_READ;
     let mut buf = BytesMut::with_capacity(chunk);
+    let mut eof = false;
     'conn: loop {
         // Handle what is buffered.
         let need = loop {
@@ -360,12 +369,29 @@ async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<Co
             .await;
         buf = b.into_inner();
         match res {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => {
+                eof = true;
+                break;
+            }
             Ok(n) if n == spare => chunk = (chunk * 2).min(MAX_READ),
             Ok(_) => {}
         }
     }
     io.close();
+    if !eof {
+        // Lingering close: the broker is closing (a protocol error, a takeover, shutdown). Read
+        // and discard until the client closes or LINGER passes, so bytes it is still sending do
+        // not make the kernel reset the connection before it has read our DISCONNECT.
+        loop {
+            buf.clear();
+            buf.reserve(MIN_READ);
+            let (res, b) = r.cancelable_read(buf, cancel.clone()).await;
+            buf = b;
+            if !matches!(res, Ok(n) if n > 0) {
+                break;
+            }
+        }
+    }
     ctx.task_finished(key, &io);
 }
 

@@ -629,14 +629,16 @@ impl Ack {
         if !v.is_v5() {
             return Ok(2);
         }
-        // The shortest form the specification allows (3.4.2.1).
-        Ok(if !self.properties.is_empty() {
-            3 + self.properties.encoded_len()?
-        } else if self.reason_code != ReasonCode::SUCCESS {
-            3
-        } else {
-            2
-        })
+        // Success without properties in the short form (3.4.2.1); anything else in full, with
+        // the property length, as EMQX and MQTT.js write it (some clients misread the 3-byte
+        // form).
+        Ok(
+            if self.properties.is_empty() && self.reason_code == ReasonCode::SUCCESS {
+                2
+            } else {
+                3 + self.properties.encoded_len()?
+            },
+        )
     }
 
     fn write(&self, v: ProtocolVersion, buf: &mut BytesMut) {
@@ -644,11 +646,9 @@ impl Ack {
         if !v.is_v5() {
             return;
         }
-        if !self.properties.is_empty() {
+        if !self.properties.is_empty() || self.reason_code != ReasonCode::SUCCESS {
             buf.put_u8(self.reason_code.0);
             write_props(&self.properties, v, buf);
-        } else if self.reason_code != ReasonCode::SUCCESS {
-            buf.put_u8(self.reason_code.0);
         }
     }
 }
@@ -975,24 +975,24 @@ impl Disconnect {
         if !v.is_v5() {
             return Ok(0);
         }
-        Ok(if !self.properties.is_empty() {
-            1 + self.properties.encoded_len()?
-        } else if self.reason_code != ReasonCode::NORMAL_DISCONNECTION {
-            1
-        } else {
-            0
-        })
+        // Normal disconnection without properties in the short form (3.14.2.1); anything else
+        // in full, with the property length (paho-mqtt 2.1 misreads `e0 01 rc`).
+        Ok(
+            if self.properties.is_empty() && self.reason_code == ReasonCode::NORMAL_DISCONNECTION {
+                0
+            } else {
+                1 + self.properties.encoded_len()?
+            },
+        )
     }
 
     fn write(&self, v: ProtocolVersion, buf: &mut BytesMut) {
         if !v.is_v5() {
             return;
         }
-        if !self.properties.is_empty() {
+        if !self.properties.is_empty() || self.reason_code != ReasonCode::NORMAL_DISCONNECTION {
             buf.put_u8(self.reason_code.0);
             write_props(&self.properties, v, buf);
-        } else if self.reason_code != ReasonCode::NORMAL_DISCONNECTION {
-            buf.put_u8(self.reason_code.0);
         }
     }
 }
