@@ -19,8 +19,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -q "${need_apt[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import paho.mqtt, sys; sys.exit(0 if paho.mqtt.__version__.startswith("2.") else 1)' 2>/dev/null; then
-  python3 -m pip install -q --disable-pip-version-check 'paho-mqtt==2.1.0'
+# paho-mqtt 2.2 or newer: 2.1 misreads some MQTT 5 reason codes.
+if ! python3 -c 'import paho.mqtt, sys; v = tuple(int(x) for x in paho.mqtt.__version__.split(".")[:2]); sys.exit(0 if v >= (2, 2) else 1)' 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check 'paho-mqtt==2.2.0'
 fi
 
 if ! command -v node >/dev/null 2>&1; then
