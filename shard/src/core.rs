@@ -31,7 +31,7 @@ use net::mqtt::{
 
 use crate::message::{Message, Origin};
 use crate::out::OutQueue;
-use crate::session::{Inflight, Queued, Session, SessionState, Stage, SubEntry, SubIds};
+use crate::session::{Inflight, Queued, Session, SessionState, Stage, SubEntry, SubIds, Will};
 use crate::settings::Settings;
 use crate::slab::{Key, Slab};
 use crate::stats::Stats;
@@ -192,6 +192,7 @@ pub enum Read {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
+    Will(Key),
     ConnectTimeout(Key),
     KeepAlive(Key),
     Retry(Key),
@@ -232,6 +233,8 @@ struct Conn {
     assigned_id: bool,
     /// The socket closed while the connection was registering.
     socket_closed: bool,
+    /// DISCONNECT with reason 0x00 received: the will is deleted (3.1.2.5).
+    normal_disconnect: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -272,6 +275,8 @@ pub struct Shard {
     fences: HashMap<u64, (u16, FenceDone)>,
     next_epoch: u64,
     next_message: u64,
+    /// Set by `shutdown`: connections closing now do not publish their wills.
+    shutting_down: bool,
 }
 
 /// A session that moved to another shard, while its old routes may still bring messages here.
@@ -323,6 +328,7 @@ impl Shard {
             fences: HashMap::new(),
             next_epoch: 0,
             next_message: 0,
+            shutting_down: false,
         }
     }
 
@@ -369,6 +375,7 @@ impl Shard {
             session: None,
             assigned_id: false,
             socket_closed: false,
+            normal_disconnect: false,
         });
         self.stats.connections_accepted += 1;
         self.arm(now + self.settings.idle_timeout, Timer::ConnectTimeout(key));
@@ -456,6 +463,7 @@ impl Shard {
     /// Sends DISCONNECT 0x8B (server shutting down) to MQTT 5 clients and closes every
     /// connection.
     pub fn shutdown(&mut self, now: Instant) {
+        self.shutting_down = true;
         let keys: Vec<Key> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {
             self.disconnect(k, ReasonCode::SERVER_SHUTTING_DOWN);
@@ -640,6 +648,30 @@ impl Shard {
             .min(self.settings.max_inflight)
             .max(1);
         session.conn = Some(conn);
+        // A new connection replaces the will, and cancels a delayed one (3.1.2.5).
+        session.will_at = None;
+        session.will = connect.will.as_ref().map(|w| {
+            let mut publish = Publish::new(owned(&w.topic), Bytes::copy_from_slice(&w.payload));
+            publish.qos = w.qos;
+            publish.retain = w.retain;
+            let wp = &w.properties;
+            let pp = &mut publish.properties;
+            pp.payload_format_indicator = wp.payload_format_indicator;
+            pp.message_expiry_interval = wp.message_expiry_interval;
+            pp.content_type = wp.content_type.as_ref().map(owned);
+            pp.response_topic = wp.response_topic.as_ref().map(owned);
+            pp.correlation_data = wp
+                .correlation_data
+                .as_ref()
+                .map(|b| Bytes::copy_from_slice(b));
+            pp.user_properties = wp
+                .user_properties
+                .iter()
+                .map(|(k, v)| (owned(k), owned(v)))
+                .collect();
+            let delay = Duration::from_secs(u64::from(wp.will_delay_interval.unwrap_or(0)));
+            Box::new(Will { publish, delay })
+        });
         let resubscribe: Vec<(MqttStr, SubEntry)> = session
             .subscriptions
             .iter()
@@ -787,20 +819,7 @@ impl Shard {
                 self.arm(now + self.settings.await_rel_timeout, Timer::AwaitRel(sid));
             }
         }
-        let origin = Origin {
-            shard: self.id,
-            session: sid,
-        };
-        self.next_message += 1;
-        let id = (u64::from(self.id) << 48) | (self.next_message & ((1 << 48) - 1));
-        let matched = match Message::new(id, p, origin, now) {
-            Ok(msg) => self.route(now, msg),
-            Err(_) => {
-                // A received packet always re-encodes; count rather than panic.
-                self.stats.dropped_other += 1;
-                false
-            }
-        };
+        let matched = self.publish_message(now, sid, p);
         if !matched {
             self.stats.dropped_no_subscribers += 1;
         }
@@ -818,6 +837,33 @@ impl Shard {
             QoS::AtMostOnce => {}
             QoS::AtLeastOnce => self.send(conn, &Packet::PubAck(ack)),
             QoS::ExactlyOnce => self.send(conn, &Packet::PubRec(ack)),
+        }
+    }
+
+    /// Accepts a message from session `sid` (a PUBLISH or its will) and routes it; returns
+    /// whether any subscription matched.
+    fn publish_message(&mut self, now: Instant, sid: Key, p: Publish) -> bool {
+        let origin = Origin {
+            shard: self.id,
+            session: sid,
+        };
+        self.next_message += 1;
+        let id = (u64::from(self.id) << 48) | (self.next_message & ((1 << 48) - 1));
+        match Message::new(id, p, origin, now) {
+            Ok(msg) => self.route(now, msg),
+            Err(_) => {
+                // A received packet always re-encodes; count rather than panic.
+                self.stats.dropped_other += 1;
+                false
+            }
+        }
+    }
+
+    /// Publishes a session's will (3.1.2.5).
+    fn publish_will(&mut self, now: Instant, sid: Key, will: Box<Will>) {
+        self.stats.wills_published += 1;
+        if !self.publish_message(now, sid, will.publish) {
+            self.stats.dropped_no_subscribers += 1;
         }
     }
 
@@ -1388,6 +1434,12 @@ impl Shard {
             }
             s.expiry_interval = Duration::from_secs(u64::from(e));
         }
+        // 0x00 deletes the will; 0x04 (Disconnect with Will Message) and errors keep it.
+        if d.reason_code == ReasonCode::NORMAL_DISCONNECTION
+            && let Some(c) = self.conns.get_mut(conn)
+        {
+            c.normal_disconnect = true;
+        }
         self.close(conn);
     }
 
@@ -1577,6 +1629,18 @@ impl Shard {
         new_conn: u64,
     ) -> Option<Box<SessionState>> {
         let conn = self.sessions.get(sid).and_then(|s| s.conn);
+        // The new connection cancels a delayed will; the old connection's end publishes one
+        // without delay (3.1.2.5: it closed, and no new connection came "before" a zero delay).
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.will_at = None;
+            let will = s.will.take();
+            if conn.is_some()
+                && let Some(w) = will
+                && w.delay.is_zero()
+            {
+                self.publish_will(now, sid, w);
+            }
+        }
         if let Some(conn) = conn {
             self.stats.takeovers += 1;
             self.disconnect(conn, ReasonCode::SESSION_TAKEN_OVER);
@@ -1618,6 +1682,7 @@ impl Shard {
             return;
         };
         c.state = ConnState::Closing;
+        let c_normal = c.normal_disconnect;
         let Some(sid) = c.session.take() else { return };
         self.stats.connections_closed += 1;
         let Some(s) = self.sessions.get_mut(sid) else {
@@ -1627,8 +1692,30 @@ impl Shard {
             return;
         }
         s.conn = None;
+        if c_normal || self.shutting_down {
+            // Normal disconnection deletes the will; so does the broker's own shutdown (the
+            // process is going away with every subscriber).
+            s.will = None;
+        }
+        // The will goes now, or after its delay unless the session resumes or ends first.
+        match &s.will {
+            Some(w) if w.delay.is_zero() || s.expiry_interval.is_zero() => {
+                if let Some(w) = s.will.take() {
+                    self.publish_will(now, sid, w);
+                }
+            }
+            Some(w) => {
+                let at = now + w.delay.min(s.expiry_interval);
+                s.will_at = Some(at);
+                self.arm(at, Timer::Will(sid));
+            }
+            None => {}
+        }
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
         if s.expiry_interval.is_zero() {
-            self.discard_session(sid);
+            self.discard_session(now, sid);
         } else {
             let at = now + s.expiry_interval;
             s.expires_at = Some(at);
@@ -1636,7 +1723,15 @@ impl Shard {
         }
     }
 
-    fn discard_session(&mut self, sid: Key) {
+    fn discard_session(&mut self, now: Instant, sid: Key) {
+        // A delayed will is due when the session ends first (3.1.3.2.2).
+        if let Some(s) = self.sessions.get_mut(sid)
+            && s.conn.is_none()
+            && s.will_at.is_some()
+            && let Some(w) = s.will.take()
+        {
+            self.publish_will(now, sid, w);
+        }
         let Some(s) = self.sessions.remove(sid) else {
             return;
         };
@@ -1750,6 +1845,17 @@ impl Shard {
 
     fn fire(&mut self, now: Instant, t: Timer) {
         match t {
+            Timer::Will(sid) => {
+                let Some(s) = self.sessions.get_mut(sid) else {
+                    return;
+                };
+                if s.conn.is_none() && s.will_at.is_some_and(|at| at <= now) {
+                    s.will_at = None;
+                    if let Some(w) = s.will.take() {
+                        self.publish_will(now, sid, w);
+                    }
+                }
+            }
             Timer::ConnectTimeout(conn) => {
                 if self
                     .conns
@@ -1802,7 +1908,7 @@ impl Shard {
                 };
                 if s.conn.is_none() && s.expires_at.is_some_and(|at| at <= now) {
                     self.stats.sessions_expired += 1;
-                    self.discard_session(sid);
+                    self.discard_session(now, sid);
                 }
             }
             Timer::AwaitRel(sid) => {

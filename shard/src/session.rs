@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use net::mqtt::{MqttStr, ProtocolVersion, QoS, SubscriptionOptions};
+use net::mqtt::{MqttStr, ProtocolVersion, Publish, QoS, SubscriptionOptions};
 
 use crate::message::Message;
 use crate::slab::Key;
@@ -113,6 +113,19 @@ pub struct Session {
     /// While the session moves in from another shard: ids of the messages delivered, so one
     /// that arrives both directly and forwarded is delivered once.
     pub dedup: Option<HashSet<u64>>,
+    /// The Will Message of the current (or last) connection (3.1.2.5).
+    pub will: Option<Box<Will>>,
+    /// When a delayed will is due (the connection is gone, Will Delay Interval running).
+    pub will_at: Option<Instant>,
+}
+
+/// A Will Message, copied out of the CONNECT that carried it.
+#[derive(Debug, Clone)]
+pub struct Will {
+    /// The message, as a PUBLISH from the client.
+    pub publish: Publish,
+    /// Will Delay Interval (3.1.3.2.2); zero before MQTT 5.
+    pub delay: Duration,
 }
 
 /// What a session carries when it moves to another shard (takeover with Clean Start 0).
@@ -151,6 +164,8 @@ impl Session {
             retry_armed: false,
             await_rel_armed: false,
             dedup: None,
+            will: None,
+            will_at: None,
         }
     }
 

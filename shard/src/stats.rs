@@ -19,6 +19,8 @@ pub struct Stats {
     pub keepalive_timeouts: u64,
     /// Sessions taken over by a new connection with the same client id.
     pub takeovers: u64,
+    /// Will Messages published.
+    pub wills_published: u64,
     /// Offline sessions that expired.
     pub sessions_expired: u64,
     /// Packets decoded.

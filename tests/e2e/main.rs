@@ -23,3 +23,4 @@ mod malformed;
 mod mosquitto;
 mod shutdown;
 mod takeover;
+mod will;

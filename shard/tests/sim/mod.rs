@@ -608,6 +608,12 @@ impl Sim {
         progress
     }
 
+    /// Shuts shard `shard` down ([`Shard::shutdown`]) and drives until idle.
+    pub fn shutdown_shard(&mut self, shard: ShardId) {
+        self.shards[usize::from(shard)].shutdown(self.now);
+        self.drive();
+    }
+
     /// Feeds a client's pending input to its shard once (`handle_read`), then pumps the shard.
     pub fn feed(&mut self, id: ClientId) -> Read {
         let c = &mut self.clients[id.0];
