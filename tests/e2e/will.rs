@@ -48,7 +48,7 @@ fn will_is_published_when_connections_drop_and_not_on_disconnect() {
     let broker = Broker::start();
     // Ten clients with wills (enough for both shards to hold some); five disconnect normally,
     // five just drop their socket. Exactly the five drops must produce a will.
-    let mut sub = watcher(&broker, 5, &["-W", "10"]);
+    let sub = watcher(&broker, 5, &["-W", "10"]);
     let mut dropped = Vec::new();
     for i in 0..10 {
         let topic = format!("will/{i}");
