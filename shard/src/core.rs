@@ -361,10 +361,13 @@ impl Shard {
 
     /// A new connection was accepted.
     pub fn handle_accept(&mut self, now: Instant, peer: SocketAddr) -> Key {
+        let mut decoder = Decoder::server(self.settings.max_packet_size);
+        // Malformed topic filters are refused one by one in SUBACK / UNSUBACK (0x8F).
+        decoder.set_strict_filters(false);
         let key = self.conns.insert(Conn {
             peer,
             state: ConnState::AwaitConnect,
-            decoder: Decoder::server(self.settings.max_packet_size),
+            decoder,
             version: ProtocolVersion::V3_1_1,
             out: OutQueue::default(),
             keep_alive: Duration::ZERO,
@@ -1354,8 +1357,9 @@ impl Shard {
         let sub_id = sub.properties.subscription_identifier;
         let mut codes = Vec::with_capacity(sub.filters.len());
         for s in sub.filters {
-            let rc = if topic::split_shared(&s.filter).is_some() || s.filter.starts_with("$queue/")
-            {
+            let rc = if topic::validate_topic_filter(&s.filter).is_err() {
+                ReasonCode::TOPIC_FILTER_INVALID
+            } else if topic::split_shared(&s.filter).is_some() || s.filter.starts_with("$queue/") {
                 ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
             } else if !self.settings.wildcard_subscription && topic::has_wildcard(&s.filter) {
                 ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
@@ -1397,6 +1401,10 @@ impl Shard {
     fn on_unsubscribe(&mut self, conn: Key, sid: Key, unsub: Unsubscribe) {
         let mut codes = Vec::with_capacity(unsub.filters.len());
         for f in unsub.filters {
+            if topic::validate_topic_filter(&f).is_err() {
+                codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                continue;
+            }
             let existed = self
                 .sessions
                 .get_mut(sid)

@@ -309,3 +309,30 @@ fn read_budget_yields_and_resumes() {
         .count();
     assert_eq!(acks, 50);
 }
+
+#[test]
+fn malformed_topic_filters_are_refused_one_by_one() {
+    for (v, invalid) in [
+        (ProtocolVersion::V5, ReasonCode::TOPIC_FILTER_INVALID),
+        (ProtocolVersion::V3_1_1, ReasonCode(0x80)),
+    ] {
+        let mut sim = Sim::new(2, settings());
+        let (c, _) = sim.connect(0, v, "filters", true, 0);
+        let o = sim::opts(QoS::AtLeastOnce);
+        let ack = sim.subscribe_with(c, &[("a/#/b", o), ("ok/+", o), ("$share//x", o)], None);
+        assert_eq!(
+            ack.reason_codes,
+            [invalid, ReasonCode::GRANTED_QOS_1, invalid],
+            "{v:?}"
+        );
+        assert!(!sim.is_closed(c), "the connection stays");
+        // The valid one works.
+        let (p, _) = sim.connect(1, ProtocolVersion::V5, "pub", true, 0);
+        sim.publish(p, "ok/1", "x", QoS::AtLeastOnce);
+        assert_eq!(sim.received(c).len(), 1);
+        if v == ProtocolVersion::V5 {
+            let un = sim.unsubscribe(c, "a+");
+            assert_eq!(un.reason_codes, [ReasonCode::TOPIC_FILTER_INVALID]);
+        }
+    }
+}

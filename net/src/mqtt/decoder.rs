@@ -34,6 +34,8 @@ pub struct Decoder {
     max_packet_size: u32,
     /// Set once the first packet (CONNECT for a server, CONNACK for a client) is decoded.
     started: bool,
+    /// Refuse SUBSCRIBE / UNSUBSCRIBE with a malformed topic filter as a whole.
+    strict_filters: bool,
     needed: usize,
 }
 
@@ -45,6 +47,7 @@ impl Decoder {
             version: None,
             max_packet_size: max_packet_size.min(MAX_PACKET_SIZE),
             started: false,
+            strict_filters: true,
             needed: 2,
         }
     }
@@ -56,6 +59,7 @@ impl Decoder {
             version: Some(version),
             max_packet_size: max_packet_size.min(MAX_PACKET_SIZE),
             started: false,
+            strict_filters: true,
             needed: 2,
         }
     }
@@ -68,8 +72,17 @@ impl Decoder {
             version: Some(version),
             max_packet_size: max_packet_size.min(MAX_PACKET_SIZE),
             started: true,
+            strict_filters: true,
             needed: 2,
         }
+    }
+
+    /// Whether a SUBSCRIBE or UNSUBSCRIBE with a topic filter that breaks 4.7.1 or 4.8.2 is
+    /// refused as a whole (`Error::TopicFilter`, the default). Off, such filters are kept
+    /// (they are still valid UTF-8) for the receiver to refuse one by one, with SUBACK or
+    /// UNSUBACK reason code 0x8F, as EMQX does; `topic::validate_topic_filter` tells which.
+    pub fn set_strict_filters(&mut self, strict: bool) {
+        self.strict_filters = strict;
     }
 
     /// The protocol version in use, once known.
@@ -135,7 +148,14 @@ impl Decoder {
         let body = frame.slice(1 + len_bytes..);
         // For a server before CONNECT the version is unknown; CONNECT reads its own.
         let version = self.version.unwrap_or(ProtocolVersion::V5);
-        let packet = Packet::decode(ptype, first & 0x0F, body, version, self.role)?;
+        let packet = Packet::decode(
+            ptype,
+            first & 0x0F,
+            body,
+            version,
+            self.role,
+            self.strict_filters,
+        )?;
         if let Packet::Connect(c) = &packet {
             self.version = Some(c.protocol);
         }

@@ -195,6 +195,7 @@ impl Packet {
         body: Bytes,
         version: ProtocolVersion,
         role: Role,
+        strict_filters: bool,
     ) -> Result<Packet, Error> {
         let mut r = Reader::new(body);
         let v5 = version.is_v5();
@@ -206,9 +207,13 @@ impl Packet {
             PacketType::PubRec => Packet::PubRec(Ack::decode(&mut r, ptype, v5)?),
             PacketType::PubRel => Packet::PubRel(Ack::decode(&mut r, ptype, v5)?),
             PacketType::PubComp => Packet::PubComp(Ack::decode(&mut r, ptype, v5)?),
-            PacketType::Subscribe => Packet::Subscribe(Subscribe::decode(&mut r, v5)?),
+            PacketType::Subscribe => {
+                Packet::Subscribe(Subscribe::decode(&mut r, v5, strict_filters)?)
+            }
             PacketType::SubAck => Packet::SubAck(SubAck::decode(&mut r, v5)?),
-            PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::decode(&mut r, v5)?),
+            PacketType::Unsubscribe => {
+                Packet::Unsubscribe(Unsubscribe::decode(&mut r, v5, strict_filters)?)
+            }
             PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::decode(&mut r, v5)?),
             PacketType::PingReq => Packet::PingReq,
             PacketType::PingResp => Packet::PingResp,
@@ -714,7 +719,8 @@ impl SubscriptionOptions {
 /// One topic filter of a SUBSCRIBE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
-    /// Topic filter, validated (4.7, 4.8.2).
+    /// Topic filter: valid UTF-8, and valid by 4.7 and 4.8.2 unless the decoder was told to
+    /// keep malformed filters ([`crate::mqtt::Decoder::set_strict_filters`]).
     pub filter: MqttStr,
     /// Options.
     pub options: SubscriptionOptions,
@@ -732,7 +738,7 @@ pub struct Subscribe {
 }
 
 impl Subscribe {
-    fn decode(r: &mut Reader, v5: bool) -> Result<Self, Error> {
+    fn decode(r: &mut Reader, v5: bool, strict_filters: bool) -> Result<Self, Error> {
         let packet_id = read_packet_id(r, PacketType::Subscribe)?;
         let properties = if v5 {
             SubscribeProperties::decode(r)?
@@ -753,7 +759,9 @@ impl Subscribe {
                 }
             }
             let options = SubscriptionOptions::decode(b, v5)?;
-            topic::validate_topic_filter(&filter).map_err(Error::TopicFilter)?;
+            if strict_filters {
+                topic::validate_topic_filter(&filter).map_err(Error::TopicFilter)?;
+            }
             if options.no_local && split_shared(&filter).is_some() {
                 return Err(Error::Protocol(ProtocolError::SharedSubscriptionNoLocal));
             }
@@ -852,7 +860,7 @@ pub struct Unsubscribe {
 }
 
 impl Unsubscribe {
-    fn decode(r: &mut Reader, v5: bool) -> Result<Self, Error> {
+    fn decode(r: &mut Reader, v5: bool, strict_filters: bool) -> Result<Self, Error> {
         let packet_id = read_packet_id(r, PacketType::Unsubscribe)?;
         let properties = if v5 {
             UnsubscribeProperties::decode(r)?
@@ -862,7 +870,9 @@ impl Unsubscribe {
         let mut filters = Vec::new();
         while !r.is_empty() {
             let f = r.read_str("topic filter")?;
-            topic::validate_topic_filter(&f).map_err(Error::TopicFilter)?;
+            if strict_filters {
+                topic::validate_topic_filter(&f).map_err(Error::TopicFilter)?;
+            }
             filters.push(f);
         }
         if filters.is_empty() {
