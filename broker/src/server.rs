@@ -193,6 +193,11 @@ impl ServeSpec {
             shared_subscription: m.shared_subscription,
             retain_available: m.retain_available,
             max_packets_per_read: config.shard.max_events_per_turn,
+            max_retained_messages: usize::try_from(config.retainer.max_retained_messages)
+                .unwrap_or(usize::MAX)
+                .div_ceil(cores.max(1)),
+            max_retained_payload: config.retainer.max_payload_size as usize,
+            retained_expiry: config.retainer.msg_expiry_interval,
             ..Settings::default()
         };
         let tcp = &config.listeners.tcp.default;

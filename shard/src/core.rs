@@ -26,16 +26,21 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use net::mqtt::{
     Ack, ConnAck, Connect, Decoder, Delivery, Disconnect, Error, MqttStr, Packet, ProtocolVersion,
-    Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
+    Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
 };
 
 use crate::message::{Message, Origin};
 use crate::out::OutQueue;
+use crate::retained::{Completion, RetainedIndex};
 use crate::session::{Inflight, Queued, Session, SessionState, Stage, SubEntry, SubIds, Will};
 use crate::settings::Settings;
 use crate::slab::{Key, Slab};
 use crate::stats::Stats;
 use crate::trie::TopicTrie;
+
+/// How often expired retained messages are swept out (they are never delivered once expired;
+/// this only frees their memory).
+const RETAINED_SWEEP: Duration = Duration::from_secs(10);
 
 /// Message ids remembered per session while it moves between shards, at most.
 const MAX_MOVE_DEDUP: usize = 65_536;
@@ -61,7 +66,67 @@ pub enum ShardMsg {
     Forward(Box<Forward>),
     /// Session moves: fences and their completion (see "Moving a session").
     Move(MoveMsg),
+    /// Retained messages: stored on the shard that owns the topic.
+    Retain(RetainMsg),
 }
+
+/// Retained-message traffic. The retained message of a topic lives on the shard that owns the
+/// topic, `hash(topic) % shards`; a subscription asks that shard (or, with a wildcard, every
+/// shard) for the messages it matches.
+#[derive(Debug)]
+pub enum RetainMsg {
+    /// Store (or, with an empty payload, clear) the retained message of its topic.
+    Store(Arc<Message>),
+    /// The retained messages matching a new subscription.
+    Query(Box<RetainQuery>),
+    /// The answer to a query, when it matched something.
+    Reply(Box<RetainReply>),
+}
+
+/// A new subscription asking for retained messages.
+#[derive(Debug)]
+pub struct RetainQuery {
+    /// Topic filter of the subscription.
+    pub filter: MqttStr,
+    /// The subscribing session's client id and registration token.
+    pub client_id: MqttStr,
+    /// See `client_id`.
+    pub token: u64,
+    /// The subscription (QoS, identifier).
+    pub entry: SubEntry,
+}
+
+/// Retained messages for one subscription.
+#[derive(Debug)]
+pub struct RetainReply {
+    /// The subscribing session's client id and registration token.
+    pub client_id: MqttStr,
+    /// See `client_id`.
+    pub token: u64,
+    /// The subscription.
+    pub entry: SubEntry,
+    /// The matching messages.
+    pub messages: Vec<Arc<Message>>,
+}
+
+/// Retained-message queries to send once a SUBACK has gone out.
+#[derive(Debug, Clone)]
+struct RetainWanted {
+    client_id: MqttStr,
+    token: u64,
+    subs: Vec<(MqttStr, SubEntry)>,
+}
+
+/// A stored retained message.
+#[derive(Debug)]
+struct Retained {
+    msg: Arc<Message>,
+    /// The message's own expiry, or `retainer.msg_expiry_interval` after it was stored.
+    expires_at: Option<Instant>,
+}
+
+/// Node visits one retained-message query may make (bounded work per query).
+const MAX_RETAINED_VISITS: usize = 1 << 20;
 
 /// A delivery forwarded by the shard a session left to the shard it moved to.
 #[derive(Debug)]
@@ -192,6 +257,7 @@ pub enum Read {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
+    RetainedSweep,
     Will(Key),
     ConnectTimeout(Key),
     KeepAlive(Key),
@@ -277,6 +343,9 @@ pub struct Shard {
     next_message: u64,
     /// Set by `shutdown`: connections closing now do not publish their wills.
     shutting_down: bool,
+    /// Retained messages of the topics this shard owns.
+    retained: RetainedIndex<Retained>,
+    retained_sweep_armed: bool,
 }
 
 /// A session that moved to another shard, while its old routes may still bring messages here.
@@ -297,7 +366,11 @@ enum FenceDone {
     Retire { token: u64 },
     /// A SUBSCRIBE announced new routes: acknowledge it once every shard routes them, so a
     /// message published anywhere after SUBACK reaches the subscriber.
-    SubAck { conn: Key, ack: Box<SubAck> },
+    SubAck {
+        conn: Key,
+        ack: Box<SubAck>,
+        retained: Option<Box<RetainWanted>>,
+    },
 }
 
 impl Shard {
@@ -329,6 +402,8 @@ impl Shard {
             next_epoch: 0,
             next_message: 0,
             shutting_down: false,
+            retained: RetainedIndex::new(),
+            retained_sweep_armed: false,
         }
     }
 
@@ -853,7 +928,13 @@ impl Shard {
         self.next_message += 1;
         let id = (u64::from(self.id) << 48) | (self.next_message & ((1 << 48) - 1));
         match Message::new(id, p, origin, now) {
-            Ok(msg) => self.route(now, msg),
+            Ok(msg) => {
+                if msg.retain && self.settings.retain_available {
+                    let owner = owner_of(&msg.topic, self.shards);
+                    self.send_shard(owner, ShardMsg::Retain(RetainMsg::Store(msg.clone())));
+                }
+                self.route(now, msg)
+            }
             Err(_) => {
                 // A received packet always re-encodes; count rather than panic.
                 self.stats.dropped_other += 1;
@@ -1005,7 +1086,16 @@ impl Shard {
                     FenceDone::Release { old, token } => {
                         self.send_shard(old, ShardMsg::Move(MoveMsg::Release { token }));
                     }
-                    FenceDone::SubAck { conn, ack } => self.send(conn, &Packet::SubAck(*ack)),
+                    FenceDone::SubAck {
+                        conn,
+                        ack,
+                        retained,
+                    } => {
+                        self.send(conn, &Packet::SubAck(*ack));
+                        if let Some(r) = retained {
+                            self.query_retained(*r);
+                        }
+                    }
                     FenceDone::Retire { token } => {
                         let Some(g) = self.ghosts.remove(&token) else {
                             return;
@@ -1354,6 +1444,7 @@ impl Shard {
 
     fn on_subscribe(&mut self, conn: Key, sid: Key, sub: Subscribe) {
         let mut announced = false;
+        let mut retained_for: Vec<(MqttStr, SubEntry)> = Vec::new();
         let sub_id = sub.properties.subscription_identifier;
         let mut codes = Vec::with_capacity(sub.filters.len());
         for s in sub.filters {
@@ -1372,8 +1463,19 @@ impl Shard {
                     options,
                     id: sub_id,
                 };
-                if let Some(sess) = self.sessions.get_mut(sid) {
-                    sess.subscriptions.insert(owned(&s.filter), entry);
+                let filter = owned(&s.filter);
+                let existed = self
+                    .sessions
+                    .get_mut(sid)
+                    .is_some_and(|sess| sess.subscriptions.insert(filter.clone(), entry).is_some());
+                // Retain Handling (3.8.3.1): 0 always, 1 only for a new subscription, 2 never.
+                let wants_retained = match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+                if wants_retained && self.settings.retain_available {
+                    retained_for.push((filter, entry));
                 }
                 announced |= self.add_subscription(sid, &s.filter, entry);
                 self.stats.subscribes += 1;
@@ -1386,16 +1488,148 @@ impl Shard {
             reason_codes: codes,
             ..SubAck::default()
         };
+        let retained = match self.sessions.get(sid) {
+            Some(s) if !retained_for.is_empty() => Some(Box::new(RetainWanted {
+                client_id: s.client_id.clone(),
+                token: s.reg_token,
+                subs: retained_for,
+            })),
+            _ => None,
+        };
         if announced && self.shards > 1 {
             // 3.8.4: messages published after SUBACK must match. Other shards learn the new
             // route over the rings; answer once every shard has it.
             self.start_fence(FenceDone::SubAck {
                 conn,
                 ack: Box::new(ack),
+                retained,
             });
         } else {
             self.send(conn, &Packet::SubAck(ack));
+            if let Some(r) = retained {
+                self.query_retained(*r);
+            }
         }
+    }
+
+    // ---- retained messages -------------------------------------------------------------------
+
+    /// Asks the shards that may hold matching retained messages: the topic's owner for a
+    /// filter without wildcards, every shard otherwise.
+    fn query_retained(&mut self, wanted: RetainWanted) {
+        for (filter, entry) in wanted.subs {
+            let query = |filter: MqttStr| {
+                ShardMsg::Retain(RetainMsg::Query(Box::new(RetainQuery {
+                    filter,
+                    client_id: wanted.client_id.clone(),
+                    token: wanted.token,
+                    entry,
+                })))
+            };
+            if topic::has_wildcard(&filter) {
+                for dest in 0..self.shards {
+                    self.send_shard(dest, query(filter.clone()));
+                }
+            } else {
+                let owner = owner_of(&filter, self.shards);
+                self.send_shard(owner, query(filter));
+            }
+        }
+    }
+
+    fn on_retain(&mut self, now: Instant, from: ShardId, m: RetainMsg) {
+        match m {
+            RetainMsg::Store(msg) => self.store_retained(now, &msg),
+            RetainMsg::Query(q) => {
+                let mut messages = Vec::new();
+                let done =
+                    self.retained
+                        .for_each_match_limited(&q.filter, MAX_RETAINED_VISITS, |_, r| {
+                            if r.expires_at.is_none_or(|at| at > now) {
+                                messages.push(r.msg.clone());
+                            }
+                        });
+                if done != Completion::Done {
+                    self.stats.retained_queries_truncated += 1;
+                }
+                if !messages.is_empty() {
+                    let reply = RetainReply {
+                        client_id: q.client_id,
+                        token: q.token,
+                        entry: q.entry,
+                        messages,
+                    };
+                    self.send_shard(from, ShardMsg::Retain(RetainMsg::Reply(Box::new(reply))));
+                }
+            }
+            RetainMsg::Reply(r) => {
+                let Some(sid) = self.by_client.get(&r.client_id).copied() else {
+                    return;
+                };
+                if self
+                    .sessions
+                    .get(sid)
+                    .is_none_or(|s| s.reg_token != r.token)
+                {
+                    return;
+                }
+                let ids = r.entry.id.map_or(SubIds::None, SubIds::One);
+                for msg in r.messages {
+                    // 3.3.1.3: RETAIN is 1 on a message sent because of a new subscription.
+                    let q = Queued {
+                        qos: msg.qos.min(r.entry.options.qos),
+                        msg,
+                        retain: true,
+                        sub_ids: ids.clone(),
+                    };
+                    self.stats.retained_delivered += 1;
+                    self.dispatch(now, sid, q);
+                }
+            }
+        }
+    }
+
+    /// Stores, replaces or (empty payload, 3.3.1.3) clears the retained message of a topic this
+    /// shard owns.
+    fn store_retained(&mut self, now: Instant, msg: &Arc<Message>) {
+        if msg.payload.is_empty() {
+            self.retained.remove(&msg.topic);
+            return;
+        }
+        if msg.payload.len() > self.settings.max_retained_payload {
+            self.stats.retained_dropped_too_large += 1;
+            return;
+        }
+        let max = self.settings.max_retained_messages;
+        if max > 0 && self.retained.len() >= max && self.retained.get(&msg.topic).is_none() {
+            self.stats.retained_dropped_full += 1;
+            return;
+        }
+        let Ok(own) = msg.detached() else {
+            self.stats.dropped_other += 1;
+            return;
+        };
+        let expires_at = own.expires_at.or_else(|| {
+            let e = self.settings.retained_expiry;
+            (!e.is_zero()).then(|| now + e)
+        });
+        let topic = own.topic.clone();
+        self.retained.insert(
+            &topic,
+            Retained {
+                msg: own,
+                expires_at,
+            },
+        );
+        if expires_at.is_some() && !self.retained_sweep_armed {
+            self.retained_sweep_armed = true;
+            self.arm(now + RETAINED_SWEEP, Timer::RetainedSweep);
+        }
+    }
+
+    /// Number of retained messages this shard holds.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
     }
 
     fn on_unsubscribe(&mut self, conn: Key, sid: Key, unsub: Unsubscribe) {
@@ -1544,6 +1778,7 @@ impl Shard {
             ShardMsg::Registry(r) => self.on_registry(now, from, *r),
             ShardMsg::Forward(f) => self.on_forward(now, *f),
             ShardMsg::Move(m) => self.on_move(from, m),
+            ShardMsg::Retain(m) => self.on_retain(now, from, m),
         }
     }
 
@@ -1853,6 +2088,21 @@ impl Shard {
 
     fn fire(&mut self, now: Instant, t: Timer) {
         match t {
+            Timer::RetainedSweep => {
+                let mut expiring = false;
+                self.retained.retain(|_, r| match r.expires_at {
+                    Some(at) if at <= now => false,
+                    Some(_) => {
+                        expiring = true;
+                        true
+                    }
+                    None => true,
+                });
+                self.retained_sweep_armed = expiring;
+                if expiring {
+                    self.arm(now + RETAINED_SWEEP, Timer::RetainedSweep);
+                }
+            }
             Timer::Will(sid) => {
                 let Some(s) = self.sessions.get_mut(sid) else {
                     return;

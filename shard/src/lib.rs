@@ -8,6 +8,7 @@ pub mod core;
 pub mod driver;
 pub mod message;
 pub mod out;
+pub mod retained;
 pub mod ring;
 pub mod session;
 pub mod settings;

@@ -98,3 +98,44 @@ impl Message {
         }
     }
 }
+
+impl Message {
+    /// A copy whose topic, payload and properties have allocations of their own, for messages
+    /// kept long (retained): a slice of the publisher's read buffer would pin that buffer.
+    /// Everything else, the expiry deadline included, is unchanged.
+    pub fn detached(&self) -> Result<Arc<Self>, EncodeError> {
+        let own = |s: &MqttStr| MqttStr::from(s.as_str().to_owned());
+        let mut p = Publish::new(own(&self.topic), Bytes::copy_from_slice(&self.payload));
+        p.qos = self.qos;
+        p.retain = self.retain;
+        let src = &self.properties;
+        let props = &mut p.properties;
+        props.payload_format_indicator = src.payload_format_indicator;
+        props.message_expiry_interval = src.message_expiry_interval;
+        props.content_type = src.content_type.as_ref().map(own);
+        props.response_topic = src.response_topic.as_ref().map(own);
+        props.correlation_data = src
+            .correlation_data
+            .as_ref()
+            .map(|b| Bytes::copy_from_slice(b));
+        props.user_properties = src
+            .user_properties
+            .iter()
+            .map(|(k, v)| (own(k), own(v)))
+            .collect();
+        let v3 = PublishEncoder::new(&p, ProtocolVersion::V3_1_1)?;
+        let v5 = PublishEncoder::new(&p, ProtocolVersion::V5)?;
+        Ok(Arc::new(Self {
+            id: self.id,
+            topic: p.topic,
+            qos: p.qos,
+            retain: p.retain,
+            payload: p.payload,
+            expires_at: self.expires_at,
+            origin: self.origin,
+            properties: p.properties,
+            v3,
+            v5,
+        }))
+    }
+}

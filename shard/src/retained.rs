@@ -4,11 +4,11 @@
 //! [`RetainedIndex`] is the reverse of the [subscription trie](crate::trie): it stores topic
 //! names (no wildcards), at most one value per topic, and is queried with a topic filter. Each
 //! shard owns the retained messages of the topics that hash to it (see Routing in
-//! `ARCHITECTURE.md`); a SUBSCRIBE gathers the matches of every shard. The caller maps 3.3.1.3
-//! onto it: a retained PUBLISH with a payload [`insert`](RetainedIndex::insert)s (replacing the
-//! previous message of the topic), one with an empty payload [`remove`](RetainedIndex::remove)s,
-//! and [`retain`](RetainedIndex::retain) drops the messages whose Message Expiry Interval has
-//! passed.
+//! `docs/architecture.md`); a SUBSCRIBE gathers the matches of every shard. The caller maps
+//! 3.3.1.3 onto it: a retained PUBLISH with a payload [`insert`](RetainedIndex::insert)s
+//! (replacing the previous message of the topic), one with an empty payload
+//! [`remove`](RetainedIndex::remove)s, and [`retain`](RetainedIndex::retain) drops the messages
+//! whose Message Expiry Interval has passed.
 //!
 //! Filters are valid and not shared: the caller splits `$share/{group}/` off (4.8.2; retained
 //! messages are not sent for a shared subscription, [MQTT-3.8.4-4]). Matching follows 4.7, as in
@@ -39,14 +39,22 @@
 //! separate list, so `+` and `#` at the first level never see them ([MQTT-4.7.2-1]) and pay
 //! nothing for them.
 //!
-//! A node costs 48 bytes with an 8-byte `V` (40 + `size_of::<(Box<str>, V)>()` rounded up), an
-//! edge one `children` bucket (32 bytes and one control byte) plus its level on the heap, and a
-//! topic with a value its full name on the heap once more: [`for_each_match`] hands the stored
-//! `&str` to its callback, so no topic is rebuilt per match. Removing a value prunes the nodes
-//! left with neither a value nor children; freed slots hold no heap memory but keep their bytes
-//! in the arena for reuse, until the index becomes empty (the arena is then cut back to the
-//! root) or [`shrink_to_fit`](RetainedIndex::shrink_to_fit) gives back the trailing ones. The
-//! `children` map shrinks when it falls below a quarter of its capacity.
+//! A node costs 48 bytes when `V` is 8 bytes (20 bytes of links and stamp, plus
+//! `Option<(Box<str>, V)>`, rounded up), an edge one `children` bucket (32 bytes and one control
+//! byte) plus its level on the heap, and a topic with a value its full name on the heap once
+//! more: [`for_each_match`] hands the stored `&str` to its callback, so no topic is rebuilt per
+//! match.
+//!
+//! Removing a value prunes the nodes left with neither a value nor children; freed slots hold
+//! no heap memory but keep their bytes in the arena for reuse, until the index becomes empty
+//! (the arena is then cut back to the root) or
+//! [`shrink_to_fit`](RetainedIndex::shrink_to_fit) gives back the trailing ones. The `children`
+//! map shrinks when it falls below a quarter of its capacity.
+//!
+//! Measured with the `retained` bench workload (`V` = `u64`, 5-level topics of 27 bytes on
+//! average, 2.1 nodes per topic): about 250 bytes requested from the allocator per topic at
+//! 100,000 topics as grown, 222 after `shrink_to_fit`; level strings are not shared between
+//! nodes, nor with the topic names.
 //!
 //! # Complexity
 //!
@@ -77,10 +85,11 @@
 //! * the cursor goes stale ([`StaleCursor`]) only when the node it was about to visit has been
 //!   pruned in between; the caller then restarts (and may send a topic twice) or stops.
 //!
-//! Both hold because the walk is a pre-order over lists that only change by unlinking a node
-//! or linking a new one at the head: the surviving nodes keep their order, and a new node sits
-//! before every existing sibling, that is before the walk's position if the walk has entered
-//! that list already.
+//! The first two hold because the walk is a pre-order over lists that only change by unlinking
+//! a node or linking a new one at the head: the surviving nodes keep their order, and a new
+//! node sits before every existing sibling, that is before the walk's position if the walk has
+//! entered that list already (a topic removed after its report and inserted again is not
+//! reported again).
 //!
 //! The hasher `S` defaults to [`RandomState`]: topic levels come from the network, so a keyed
 //! hash keeps a client from publishing colliding topics.
@@ -279,8 +288,8 @@ impl<V, S> RetainedIndex<V, S> {
         self.node(n).first_child != ROOT || (n == ROOT && self.dollar != ROOT)
     }
 
-    /// The step after `n`'s subtree in a `+`/`#` enumeration below `top`: `n`'s first child,
-    /// else the next sibling of `n` or of its nearest ancestor below `top`.
+    /// The node after `n` in a pre-order walk of the subtree of `top` (`n` is below `top`):
+    /// `n`'s first child, else the next sibling of `n` or of its nearest ancestor below `top`.
     fn subtree_next(&self, top: u32, mut n: u32) -> Option<u32> {
         let first = self.node(n).first_child;
         if first != ROOT {

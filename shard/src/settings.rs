@@ -45,6 +45,14 @@ pub struct Settings {
     pub shared_subscription: bool,
     /// Retained messages supported (`mqtt.retain_available`).
     pub retain_available: bool,
+    /// Most retained messages this shard stores; 0 is unlimited
+    /// (`retainer.max_retained_messages` / shards).
+    pub max_retained_messages: usize,
+    /// Largest payload stored as a retained message (`retainer.max_payload_size`).
+    pub max_retained_payload: usize,
+    /// Lifetime of a retained message without its own expiry; zero is forever
+    /// (`retainer.msg_expiry_interval`).
+    pub retained_expiry: Duration,
     /// Bytes buffered for a connection's socket beyond which QoS 0 deliveries are dropped
     /// rather than queued.
     pub max_write_buffer: usize,
@@ -73,6 +81,9 @@ impl Default for Settings {
             wildcard_subscription: true,
             shared_subscription: true,
             retain_available: true,
+            max_retained_messages: 0,
+            max_retained_payload: 1024 * 1024,
+            retained_expiry: Duration::ZERO,
             max_write_buffer: 4 * 1024 * 1024,
             max_packets_per_read: 256,
         }

@@ -65,6 +65,14 @@ pub struct Stats {
     pub dropped_await_rel_timeout: u64,
     /// Session moves whose duplicate filter reached its bound (should stay zero).
     pub move_dedup_overflows: u64,
+    /// Retained messages delivered to new subscriptions.
+    pub retained_delivered: u64,
+    /// Retained messages not stored: payload over `retainer.max_payload_size`.
+    pub retained_dropped_too_large: u64,
+    /// Retained messages not stored: `retainer.max_retained_messages` reached.
+    pub retained_dropped_full: u64,
+    /// Retained-message queries cut short by the per-query work bound.
+    pub retained_queries_truncated: u64,
     /// Anything else dropped (should stay zero).
     pub dropped_other: u64,
 }

@@ -45,6 +45,21 @@ pub struct Config {
     pub log: Log,
     /// `shard.*`: the thread-per-core engine (our own keys, not EMQX's).
     pub shard: Shard,
+    /// `retainer.*`: retained messages.
+    pub retainer: Retainer,
+}
+
+/// `retainer.*`: the retained message store, with EMQX's names.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Retainer {
+    /// `max_retained_messages`: most retained messages kept over all shards; 0 is unlimited.
+    pub max_retained_messages: u64,
+    /// `max_payload_size`: largest payload stored.
+    pub max_payload_size: u32,
+    /// `msg_expiry_interval`: lifetime of a retained message without its own expiry; zero is
+    /// forever.
+    pub msg_expiry_interval: Duration,
 }
 
 /// `listeners.*`, by transport and then by listener name, as in EMQX.
@@ -249,6 +264,11 @@ impl Config {
             shard: Shard {
                 ring_capacity: v.get("shard.ring_capacity")?,
                 max_events_per_turn: v.get("shard.max_events_per_turn")?,
+            },
+            retainer: Retainer {
+                max_retained_messages: v.get("retainer.max_retained_messages")?,
+                max_payload_size: v.get("retainer.max_payload_size")?,
+                msg_expiry_interval: v.get("retainer.msg_expiry_interval")?,
             },
         };
         v.all_read()?;

@@ -202,6 +202,30 @@ pub static KEYS: &[Key] = &[
         default: "true",
         doc: "Support retained messages (Retain Available).",
     },
+    // --- retainer ----------------------------------------------------------------------------
+    Key {
+        path: "retainer.max_retained_messages",
+        kind: int(0, U32_MAX),
+        default: "0",
+        doc: "Most retained messages kept, over all shards (per shard: this divided by the shard \
+              count); 0 is unlimited. A new retained topic beyond it is not stored.",
+    },
+    Key {
+        path: "retainer.max_payload_size",
+        kind: Kind::Size {
+            min: 0,
+            max: 268_435_456,
+        },
+        default: "1MB",
+        doc: "Largest payload stored as a retained message; larger ones are delivered, not kept.",
+    },
+    Key {
+        path: "retainer.msg_expiry_interval",
+        kind: ANY_DURATION,
+        default: "0s",
+        doc: "How long a retained message without its own Message Expiry Interval is kept; 0s \
+              keeps it until replaced or cleared.",
+    },
     // --- log ---------------------------------------------------------------------------------
     Key {
         path: "log.level",

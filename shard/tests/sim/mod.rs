@@ -608,6 +608,11 @@ impl Sim {
         progress
     }
 
+    /// The shard itself, for its counters and sizes.
+    pub fn shard(&self, shard: ShardId) -> &Shard {
+        &self.shards[usize::from(shard)]
+    }
+
     /// Shuts shard `shard` down ([`Shard::shutdown`]) and drives until idle.
     pub fn shutdown_shard(&mut self, shard: ShardId) {
         self.shards[usize::from(shard)].shutdown(self.now);
