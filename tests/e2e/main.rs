@@ -21,6 +21,7 @@ mod keepalive;
 mod load;
 mod malformed;
 mod mosquitto;
+mod retained;
 mod shutdown;
 mod takeover;
 mod will;
