@@ -192,6 +192,7 @@ impl ServeSpec {
             wildcard_subscription: m.wildcard_subscription,
             shared_subscription: m.shared_subscription,
             retain_available: m.retain_available,
+            shared_strategy: m.shared_subscription_strategy,
             max_packets_per_read: config.shard.max_events_per_turn,
             max_retained_messages: usize::try_from(config.retainer.max_retained_messages)
                 .unwrap_or(usize::MAX)

@@ -33,7 +33,7 @@ use crate::message::{Message, Origin};
 use crate::out::OutQueue;
 use crate::retained::{Completion, RetainedIndex};
 use crate::session::{Inflight, Queued, Session, SessionState, Stage, SubEntry, SubIds, Will};
-use crate::settings::Settings;
+use crate::settings::{Settings, SharedStrategy};
 use crate::slab::{Key, Slab};
 use crate::stats::Stats;
 use crate::trie::TopicTrie;
@@ -68,6 +68,60 @@ pub enum ShardMsg {
     Move(MoveMsg),
     /// Retained messages: stored on the shard that owns the topic.
     Retain(RetainMsg),
+    /// Shared subscription membership, replicated on every shard.
+    Shared(Box<SharedMsg>),
+}
+
+/// A session joins or leaves a shared subscription group (`$share/{group}/{filter}` or EMQX's
+/// `$queue/{filter}`). Every shard keeps every group's members, so the publishing shard picks
+/// the member itself and sends the message straight to it.
+#[derive(Debug)]
+pub enum SharedMsg {
+    /// Add (or update) a member.
+    Join {
+        /// Group name (`$queue` for `$queue/...`).
+        group: MqttStr,
+        /// The topic filter inside.
+        filter: MqttStr,
+        /// The member.
+        member: Member,
+    },
+    /// Remove a member.
+    Leave {
+        /// Group name.
+        group: MqttStr,
+        /// The topic filter inside.
+        filter: MqttStr,
+        /// The member's shard, client id and token.
+        shard: ShardId,
+        /// See `shard`.
+        client_id: MqttStr,
+        /// See `shard`.
+        token: u64,
+    },
+}
+
+/// A member of a shared subscription group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Shard of its session.
+    pub shard: ShardId,
+    /// Its client id.
+    pub client_id: MqttStr,
+    /// Its session's registration token.
+    pub token: u64,
+    /// Its subscription options.
+    pub entry: SubEntry,
+}
+
+/// A shared subscription group as every shard sees it.
+#[derive(Debug)]
+struct Group {
+    members: Vec<Member>,
+    /// Round-robin position.
+    next: usize,
+    /// The member a sticky group sticks to (index into `members`).
+    sticky: Option<usize>,
 }
 
 /// Retained-message traffic. The retained message of a topic lives on the shard that owns the
@@ -126,7 +180,7 @@ struct Retained {
 }
 
 /// Node visits one retained-message query may make (bounded work per query).
-const MAX_RETAINED_VISITS: usize = 1 << 20;
+const MAX_RETAINED_VISITS: usize = 1 << 16;
 
 /// A delivery forwarded by the shard a session left to the shard it moved to.
 #[derive(Debug)]
@@ -346,6 +400,11 @@ pub struct Shard {
     /// Retained messages of the topics this shard owns.
     retained: RetainedIndex<Retained>,
     retained_sweep_armed: bool,
+    /// Shared subscription groups by key (a hash of group name and filter, the same on every
+    /// shard), and the index from filters to group keys.
+    groups: HashMap<u64, Group>,
+    group_index: TopicTrie<u64, ()>,
+    rng: u64,
 }
 
 /// A session that moved to another shard, while its old routes may still bring messages here.
@@ -404,6 +463,9 @@ impl Shard {
             shutting_down: false,
             retained: RetainedIndex::new(),
             retained_sweep_armed: false,
+            groups: HashMap::new(),
+            group_index: TopicTrie::new(),
+            rng: 0x9E37_79B9_7F4A_7C15 ^ u64::from(id),
         }
     }
 
@@ -758,7 +820,11 @@ impl Shard {
         let sid = self.sessions.insert(session);
         self.by_client.insert(connect.client_id.clone(), sid);
         for (filter, entry) in resubscribe {
-            self.add_subscription(sid, &filter, entry);
+            if split_share(&filter).is_some() {
+                self.announce_shared(sid, &filter, Some(entry));
+            } else {
+                self.add_subscription(sid, &filter, entry);
+            }
         }
         if session_present {
             // The session moved here: fence so the old shard can retire its ghost.
@@ -809,7 +875,9 @@ impl Shard {
             if !s.wildcard_subscription {
                 p.wildcard_subscription_available = Some(false);
             }
-            p.shared_subscription_available = Some(false);
+            if !s.shared_subscription {
+                p.shared_subscription_available = Some(false);
+            }
             p.server_keep_alive = s.server_keepalive;
         }
         if !keep_alive.is_zero() {
@@ -953,6 +1021,249 @@ impl Shard {
 
     /// Sends `msg` to every shard with a matching subscription; returns whether any matched.
     fn route(&mut self, now: Instant, msg: Arc<Message>) -> bool {
+        let shared = !self.groups.is_empty() && self.route_shared(now, &msg);
+        self.route_plain(now, msg) || shared
+    }
+
+    /// Sends a message to one member of each shared subscription group whose filter matches.
+    fn route_shared(&mut self, now: Instant, msg: &Arc<Message>) -> bool {
+        let mut keys: Vec<u64> = Vec::new();
+        self.group_index
+            .for_each_match(&msg.topic, |k, _| keys.push(*k));
+        let mut any = false;
+        for key in keys {
+            any |= self.dispatch_shared(now, key, msg, None);
+        }
+        any
+    }
+
+    /// Picks a member of group `key` (not `exclude`) with the configured strategy and sends it
+    /// the message. Returns whether there was a member to send it to.
+    fn dispatch_shared(
+        &mut self,
+        now: Instant,
+        key: u64,
+        msg: &Arc<Message>,
+        exclude: Option<(&str, u64)>,
+    ) -> bool {
+        let strategy = self.settings.shared_strategy;
+        let me = self.id;
+        let roll = self.next_random();
+        let Some(g) = self.groups.get_mut(&key) else {
+            return false;
+        };
+        let eligible =
+            |m: &Member| exclude.is_none_or(|(c, t)| !(m.client_id == c && m.token == t));
+        let n = g.members.len();
+        if n == 0 || !g.members.iter().any(|m| eligible(m)) {
+            return false;
+        }
+        let start = match strategy {
+            SharedStrategy::Random => roll as usize % n,
+            SharedStrategy::RoundRobin | SharedStrategy::RoundRobinPerGroup => {
+                g.next = (g.next + 1) % n;
+                g.next
+            }
+            SharedStrategy::Sticky => match g.sticky {
+                Some(i) if i < n => i,
+                _ => roll as usize % n,
+            },
+            SharedStrategy::Local => g
+                .members
+                .iter()
+                .position(|m| m.shard == me && eligible(m))
+                .unwrap_or(roll as usize % n),
+            SharedStrategy::HashTopic => hash_str(&msg.topic) as usize % n,
+            SharedStrategy::HashClientid => {
+                (hash_u64(msg.origin.session.to_u64() ^ u64::from(msg.origin.shard))) as usize % n
+            }
+        };
+        // The first eligible member from `start` on.
+        let Some(i) = (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| eligible(&g.members[i]))
+        else {
+            return false;
+        };
+        if strategy == SharedStrategy::Sticky {
+            g.sticky = Some(i);
+        }
+        let m = g.members[i].clone();
+        let mut q = match merge_delivery(msg, std::iter::once(&m.entry)) {
+            Some(q) => q,
+            None => return false,
+        };
+        q.shared = Some(key);
+        if m.shard == self.id {
+            match self.by_client.get(&m.client_id).copied() {
+                Some(sid)
+                    if self
+                        .sessions
+                        .get(sid)
+                        .is_some_and(|s| s.reg_token == m.token) =>
+                {
+                    self.dispatch(now, sid, q);
+                }
+                _ => self.stats.dropped_other += 1,
+            }
+        } else {
+            self.stats.messages_forwarded += 1;
+            let fwd = Forward {
+                client_id: m.client_id,
+                token: m.token,
+                delivery: q,
+            };
+            self.send_shard(m.shard, ShardMsg::Forward(Box::new(fwd)));
+        }
+        true
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: cheap, good enough to spread members.
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn on_shared(&mut self, m: SharedMsg) {
+        match m {
+            SharedMsg::Join {
+                group,
+                filter,
+                member,
+            } => {
+                let key = group_key(&group, &filter);
+                let g = self.groups.entry(key).or_insert_with(|| Group {
+                    members: Vec::new(),
+                    next: 0,
+                    sticky: None,
+                });
+                match g
+                    .members
+                    .iter_mut()
+                    .find(|x| x.client_id == member.client_id && x.token == member.token)
+                {
+                    Some(x) => *x = member,
+                    None => g.members.push(member),
+                }
+                self.group_index.insert(&filter, key, ());
+            }
+            SharedMsg::Leave {
+                group,
+                filter,
+                shard,
+                client_id,
+                token,
+            } => {
+                let key = group_key(&group, &filter);
+                let Some(g) = self.groups.get_mut(&key) else {
+                    return;
+                };
+                g.members.retain(|m| {
+                    !(m.shard == shard && m.client_id == client_id && m.token == token)
+                });
+                g.sticky = None;
+                if g.members.is_empty() {
+                    self.groups.remove(&key);
+                    self.group_index.remove(&filter, &key);
+                }
+            }
+        }
+    }
+
+    /// Announces a join or leave of the shared subscription `full` (`$share/g/f` or
+    /// `$queue/f`) of session `sid` to every shard.
+    fn announce_shared(&mut self, sid: Key, full: &str, entry: Option<SubEntry>) {
+        let Some((group, filter)) = split_share(full) else {
+            return;
+        };
+        let Some(s) = self.sessions.get(sid) else {
+            return;
+        };
+        let (client_id, token) = (s.client_id.clone(), s.reg_token);
+        let group: MqttStr = group.to_owned().into();
+        let filter: MqttStr = filter.to_owned().into();
+        for dest in 0..self.shards {
+            let m = match entry {
+                Some(entry) => SharedMsg::Join {
+                    group: group.clone(),
+                    filter: filter.clone(),
+                    member: Member {
+                        shard: self.id,
+                        client_id: client_id.clone(),
+                        token,
+                        entry,
+                    },
+                },
+                None => SharedMsg::Leave {
+                    group: group.clone(),
+                    filter: filter.clone(),
+                    shard: self.id,
+                    client_id: client_id.clone(),
+                    token,
+                },
+            };
+            self.send_shard(dest, ShardMsg::Shared(Box::new(m)));
+        }
+    }
+
+    /// A session's connection is gone: it leaves its shared groups, and the shared deliveries
+    /// it had not acknowledged go to other members (EMQX's redispatch).
+    fn leave_shared(&mut self, now: Instant, sid: Key) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let shared: Vec<MqttStr> = s
+            .subscriptions
+            .keys()
+            .filter(|f| split_share(f).is_some())
+            .cloned()
+            .collect();
+        let mut pending: Vec<Queued> = Vec::new();
+        let mut i = 0;
+        while i < s.inflight.len() {
+            if s.inflight[i].delivery.shared.is_some()
+                && s.inflight[i].delivery.qos != QoS::AtMostOnce
+            {
+                if let Some(e) = s.inflight.remove(i) {
+                    pending.push(e.delivery);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        let (mut keep, moved): (VecDeque<Queued>, Vec<Queued>) = (VecDeque::new(), Vec::new());
+        let mut moved = moved;
+        for q in s.mqueue.drain(..) {
+            if q.shared.is_some() && q.qos != QoS::AtMostOnce {
+                moved.push(q);
+            } else {
+                keep.push_back(q);
+            }
+        }
+        s.mqueue = keep;
+        pending.extend(moved);
+        let (client_id, token) = (s.client_id.clone(), s.reg_token);
+        for f in &shared {
+            self.announce_shared(sid, f, None);
+        }
+        for q in pending {
+            let Some(key) = q.shared else { continue };
+            self.stats.shared_redispatched += 1;
+            if !self.dispatch_shared(now, key, &q.msg, Some((&client_id, token))) {
+                // No other member: keep it for this session after all.
+                if let Some(s) = self.sessions.get_mut(sid) {
+                    s.mqueue.push_back(q);
+                }
+            }
+        }
+    }
+
+    /// Sends `msg` to every shard with a matching subscription; returns whether any matched.
+    fn route_plain(&mut self, now: Instant, msg: Arc<Message>) -> bool {
         // A bitset of destination shards, kept between calls: no allocation per message.
         let mut mask = std::mem::take(&mut self.route_mask);
         mask.fill(0);
@@ -1450,8 +1761,25 @@ impl Shard {
         for s in sub.filters {
             let rc = if topic::validate_topic_filter(&s.filter).is_err() {
                 ReasonCode::TOPIC_FILTER_INVALID
-            } else if topic::split_shared(&s.filter).is_some() || s.filter.starts_with("$queue/") {
+            } else if split_share(&s.filter).is_some() && !self.settings.shared_subscription {
                 ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
+            } else if s.filter.starts_with("$queue/") && split_share(&s.filter).is_none() {
+                ReasonCode::TOPIC_FILTER_INVALID
+            } else if split_share(&s.filter).is_some() {
+                let mut options = s.options;
+                options.qos = options.qos.min(self.settings.max_qos_allowed);
+                let entry = SubEntry {
+                    options,
+                    id: sub_id,
+                };
+                if let Some(sess) = self.sessions.get_mut(sid) {
+                    sess.subscriptions.insert(owned(&s.filter), entry);
+                }
+                // Retained messages are not sent for shared subscriptions (4.8.2).
+                self.announce_shared(sid, &s.filter, Some(entry));
+                announced = true;
+                self.stats.subscribes += 1;
+                ReasonCode(options.qos as u8)
             } else if !self.settings.wildcard_subscription && topic::has_wildcard(&s.filter) {
                 ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
             } else if s.filter.split('/').count() > self.settings.max_topic_levels {
@@ -1581,6 +1909,7 @@ impl Shard {
                         msg,
                         retain: true,
                         sub_ids: ids.clone(),
+                        shared: None,
                     };
                     self.stats.retained_delivered += 1;
                     self.dispatch(now, sid, q);
@@ -1643,7 +1972,9 @@ impl Shard {
                 .sessions
                 .get_mut(sid)
                 .is_some_and(|s| s.subscriptions.remove(&f).is_some());
-            if existed {
+            if existed && split_share(&f).is_some() {
+                self.announce_shared(sid, &f, None);
+            } else if existed {
                 self.remove_subscription(sid, &f);
             }
             codes.push(if existed {
@@ -1779,6 +2110,7 @@ impl Shard {
             ShardMsg::Forward(f) => self.on_forward(now, *f),
             ShardMsg::Move(m) => self.on_move(from, m),
             ShardMsg::Retain(m) => self.on_retain(now, from, m),
+            ShardMsg::Shared(m) => self.on_shared(*m),
         }
     }
 
@@ -1888,12 +2220,29 @@ impl Shard {
             self.stats.takeovers += 1;
             self.disconnect(conn, ReasonCode::SESSION_TAKEN_OVER);
         }
+        let shared: Vec<MqttStr> = self
+            .sessions
+            .get(sid)
+            .map(|s| {
+                s.subscriptions
+                    .keys()
+                    .filter(|f| split_share(f).is_some())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for f in &shared {
+            self.announce_shared(sid, f, None);
+        }
         let mut session = self.sessions.remove(sid)?;
         self.by_client.remove(&session.client_id);
         let expired = session.expires_at.is_some_and(|at| at <= now);
         let moving = want_session && !expired;
         let mut filters = Vec::new();
         for (f, e) in &session.subscriptions {
+            if split_share(f).is_some() {
+                continue;
+            }
             if moving {
                 // The ghost holds the route until the new shard's routes are everywhere.
                 self.ghost_subs.insert(f, new_conn, *e);
@@ -1935,6 +2284,10 @@ impl Shard {
             return;
         }
         s.conn = None;
+        self.leave_shared(now, sid);
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
         if c_normal || self.shutting_down {
             // Normal disconnection deletes the will; so does the broker's own shutdown (the
             // process is going away with every subscriber).
@@ -2230,10 +2583,40 @@ fn merge_delivery<'a>(
         qos: msg.qos.min(qos?),
         retain: rap && msg.retain,
         sub_ids: ids,
+        shared: None,
     })
 }
 
 /// A copy of `s` in its own allocation, for strings that outlive the packet they came in.
 fn owned(s: &MqttStr) -> MqttStr {
     MqttStr::from(s.as_str().to_owned())
+}
+
+/// `$share/{group}/{filter}` → `(group, filter)`; EMQX's `$queue/{filter}` → `("$queue",
+/// filter)`; `None` for a filter that is not shared.
+fn split_share(full: &str) -> Option<(&str, &str)> {
+    if let Some(f) = full.strip_prefix("$queue/") {
+        return (!f.is_empty()).then_some(("$queue", f));
+    }
+    topic::split_shared(full)
+}
+
+/// The key of a shared subscription group: the same on every shard.
+fn group_key(group: &str, filter: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    group.hash(&mut h);
+    filter.hash(&mut h);
+    h.finish()
+}
+
+fn hash_str(s: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+fn hash_u64(v: u64) -> u64 {
+    let mut h = DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
 }

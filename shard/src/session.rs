@@ -54,6 +54,9 @@ pub struct Queued {
     pub retain: bool,
     /// Subscription identifiers of this delivery.
     pub sub_ids: SubIds,
+    /// Set when the delivery comes from a shared subscription: the group's key, so it can be
+    /// sent to another member if this one leaves before acknowledging it.
+    pub shared: Option<u64>,
 }
 
 /// Where an outgoing QoS 1/2 message is in its flow.

@@ -43,6 +43,9 @@ pub struct Settings {
     pub wildcard_subscription: bool,
     /// Shared subscriptions allowed (`mqtt.shared_subscription`).
     pub shared_subscription: bool,
+    /// How a shared subscription group picks the member for a message
+    /// (`mqtt.shared_subscription_strategy`).
+    pub shared_strategy: SharedStrategy,
     /// Retained messages supported (`mqtt.retain_available`).
     pub retain_available: bool,
     /// Most retained messages this shard stores; 0 is unlimited
@@ -80,6 +83,7 @@ impl Default for Settings {
             max_topic_alias: 65535,
             wildcard_subscription: true,
             shared_subscription: true,
+            shared_strategy: SharedStrategy::RoundRobin,
             retain_available: true,
             max_retained_messages: 0,
             max_retained_payload: 1024 * 1024,
@@ -88,4 +92,24 @@ impl Default for Settings {
             max_packets_per_read: 256,
         }
     }
+}
+
+/// EMQX's shared subscription strategies (`mqtt.shared_subscription_strategy`). The choice is
+/// made on the shard where the message was published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedStrategy {
+    /// A member at random.
+    Random,
+    /// Members in turn, the turn kept per publishing shard and group.
+    RoundRobin,
+    /// Members in turn, the turn kept per group (on each publishing shard).
+    RoundRobinPerGroup,
+    /// The same member until it leaves.
+    Sticky,
+    /// A member on the publishing shard if there is one, else at random.
+    Local,
+    /// By a hash of the topic: one topic always goes to the same member.
+    HashTopic,
+    /// By a hash of the publisher's client id.
+    HashClientid,
 }

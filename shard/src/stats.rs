@@ -73,6 +73,8 @@ pub struct Stats {
     pub retained_dropped_full: u64,
     /// Retained-message queries cut short by the per-query work bound.
     pub retained_queries_truncated: u64,
+    /// Shared-subscription deliveries sent to another member because theirs left unacked.
+    pub shared_redispatched: u64,
     /// Anything else dropped (should stay zero).
     pub dropped_other: u64,
 }

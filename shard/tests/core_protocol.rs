@@ -222,8 +222,10 @@ fn qos_above_maximum_is_refused() {
 }
 
 #[test]
-fn shared_subscriptions_are_refused() {
-    let mut sim = Sim::new(2, settings());
+fn shared_subscriptions_are_refused_when_disabled() {
+    let mut st = settings();
+    st.shared_subscription = false;
+    let mut sim = Sim::new(2, st);
     let (v5, _) = sim.connect(0, ProtocolVersion::V5, "v5", true, 0);
     let (v3, _) = sim.connect(1, ProtocolVersion::V3_1_1, "v3", true, 0);
     let o = SubscriptionOptions {

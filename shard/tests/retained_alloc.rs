@@ -2,17 +2,11 @@
 //! allocator (one per test binary, hence this file) watches 2,000 wildcard and literal filters
 //! matched against 20,000 retained topics.
 
-// Until `pub mod retained;` is in `shard/src/lib.rs`, the module is compiled into this test
-// binary (its unit tests run here too); then replace these lines with `use shard::retained::…`.
-#[allow(unreachable_pub, dead_code)]
-#[path = "../src/retained.rs"]
-mod retained;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use retained::{Completion, RetainedIndex};
+use shard::retained::{Completion, RetainedIndex};
 
 /// Counts the calls of the thread that set `COUNTING`, so that the test harness's own threads
 /// do not interfere.

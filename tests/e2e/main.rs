@@ -22,6 +22,7 @@ mod load;
 mod malformed;
 mod mosquitto;
 mod retained;
+mod shared;
 mod shutdown;
 mod takeover;
 mod will;

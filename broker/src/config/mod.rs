@@ -158,6 +158,8 @@ pub struct Mqtt {
     pub wildcard_subscription: bool,
     /// `shared_subscription`: shared subscriptions allowed.
     pub shared_subscription: bool,
+    /// `shared_subscription_strategy`: how a shared subscription group picks a member.
+    pub shared_subscription_strategy: shard::settings::SharedStrategy,
     /// `retain_available`: retained messages supported.
     pub retain_available: bool,
 }
@@ -256,6 +258,7 @@ impl Config {
                 max_topic_alias: v.get("mqtt.max_topic_alias")?,
                 wildcard_subscription: v.get("mqtt.wildcard_subscription")?,
                 shared_subscription: v.get("mqtt.shared_subscription")?,
+                shared_subscription_strategy: v.get("mqtt.shared_subscription_strategy")?,
                 retain_available: v.get("mqtt.retain_available")?,
             },
             log: Log {
@@ -336,6 +339,15 @@ macro_rules! from_enum {
     };
 }
 from_enum!(Driver { "auto" => Driver::Auto, "io_uring" => Driver::IoUring, "epoll" => Driver::Epoll });
+from_enum!(shard::settings::SharedStrategy {
+    "random" => shard::settings::SharedStrategy::Random,
+    "round_robin" => shard::settings::SharedStrategy::RoundRobin,
+    "round_robin_per_group" => shard::settings::SharedStrategy::RoundRobinPerGroup,
+    "sticky" => shard::settings::SharedStrategy::Sticky,
+    "local" => shard::settings::SharedStrategy::Local,
+    "hash_topic" => shard::settings::SharedStrategy::HashTopic,
+    "hash_clientid" => shard::settings::SharedStrategy::HashClientid,
+});
 from_enum!(LogLevel {
     "error" => LogLevel::Error,
     "warn" => LogLevel::Warn,

@@ -197,6 +197,21 @@ pub static KEYS: &[Key] = &[
         doc: "Allow shared subscriptions ($share/GROUP/FILTER and $queue/FILTER).",
     },
     Key {
+        path: "mqtt.shared_subscription_strategy",
+        kind: Kind::Enum(&[
+            "random",
+            "round_robin",
+            "round_robin_per_group",
+            "sticky",
+            "local",
+            "hash_topic",
+            "hash_clientid",
+        ]),
+        default: "round_robin",
+        doc: "How a shared subscription group picks the member for each message (EMQX's \
+              strategies; the choice is made on the publishing shard).",
+    },
+    Key {
         path: "mqtt.retain_available",
         kind: Kind::Bool,
         default: "true",
