@@ -1055,7 +1055,7 @@ impl Shard {
         let eligible =
             |m: &Member| exclude.is_none_or(|(c, t)| !(m.client_id == c && m.token == t));
         let n = g.members.len();
-        if n == 0 || !g.members.iter().any(|m| eligible(m)) {
+        if n == 0 || !g.members.iter().any(&eligible) {
             return false;
         }
         let start = match strategy {
