@@ -199,6 +199,13 @@ impl ServeSpec {
                 .div_ceil(cores.max(1)),
             max_retained_payload: config.retainer.max_payload_size as usize,
             retained_expiry: config.retainer.msg_expiry_interval,
+            node_name: config.node.name.clone(),
+            sys_msg_interval: config.sys_topics.sys_msg_interval,
+            sys_heartbeat_interval: config.sys_topics.sys_heartbeat_interval,
+            sys_client_events: (
+                config.sys_topics.client_connected,
+                config.sys_topics.client_disconnected,
+            ),
             ..Settings::default()
         };
         let tcp = &config.listeners.tcp.default;

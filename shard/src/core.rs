@@ -70,6 +70,23 @@ pub enum ShardMsg {
     Retain(RetainMsg),
     /// Shared subscription membership, replicated on every shard.
     Shared(Box<SharedMsg>),
+    /// A shard's counters for the `$SYS` statistics, sent to shard 0 which publishes them.
+    Sys(Box<SysSnapshot>),
+}
+
+/// What one shard contributes to the `$SYS` statistics.
+#[derive(Debug, Clone, Default)]
+pub struct SysSnapshot {
+    /// Open connections.
+    pub connections: u64,
+    /// Sessions, online or not.
+    pub sessions: u64,
+    /// Subscriptions (non-shared) held.
+    pub subscriptions: u64,
+    /// Retained messages stored.
+    pub retained: u64,
+    /// Counters.
+    pub stats: Stats,
 }
 
 /// A session joins or leaves a shared subscription group (`$share/{group}/{filter}` or EMQX's
@@ -311,6 +328,8 @@ pub enum Read {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
+    SysStats,
+    SysHeartbeat,
     RetainedSweep,
     Will(Key),
     ConnectTimeout(Key),
@@ -355,6 +374,10 @@ struct Conn {
     socket_closed: bool,
     /// DISCONNECT with reason 0x00 received: the will is deleted (3.1.2.5).
     normal_disconnect: bool,
+    /// Why the broker closed the connection, for the `$SYS` disconnected event.
+    close_reason: &'static str,
+    /// User Name, for the `$SYS` connected event.
+    username: Option<MqttStr>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -405,6 +428,10 @@ pub struct Shard {
     groups: HashMap<u64, Group>,
     group_index: TopicTrie<u64, ()>,
     rng: u64,
+    /// An instant and the Unix time (ms) it corresponds to, for `$SYS` timestamps.
+    clock: Option<(Instant, u64)>,
+    /// On shard 0: the last `$SYS` snapshot of every shard.
+    sys: Vec<SysSnapshot>,
 }
 
 /// A session that moved to another shard, while its old routes may still bring messages here.
@@ -466,6 +493,8 @@ impl Shard {
             groups: HashMap::new(),
             group_index: TopicTrie::new(),
             rng: 0x9E37_79B9_7F4A_7C15 ^ u64::from(id),
+            clock: None,
+            sys: Vec::new(),
         }
     }
 
@@ -494,6 +523,92 @@ impl Shard {
         self.sessions.len()
     }
 
+    /// Tells the shard the wall-clock time (Unix milliseconds) at `now`, for `$SYS` timestamps,
+    /// and starts the `$SYS` timers. Call once, before serving.
+    pub fn set_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.clock = Some((now, unix_ms));
+        if !self.settings.sys_msg_interval.is_zero() {
+            self.arm(now + self.settings.sys_msg_interval, Timer::SysStats);
+        }
+        if self.id == 0 {
+            self.sys = vec![SysSnapshot::default(); usize::from(self.shards)];
+            self.publish_sys(now, "version", env!("CARGO_PKG_VERSION").to_owned(), true);
+            self.publish_sys(
+                now,
+                "sysdescr",
+                "thread-per-core MQTT broker".to_owned(),
+                true,
+            );
+            if !self.settings.sys_heartbeat_interval.is_zero() {
+                self.arm(
+                    now + self.settings.sys_heartbeat_interval,
+                    Timer::SysHeartbeat,
+                );
+            }
+        }
+        self.drain_local(now);
+    }
+
+    fn wall_ms(&self, now: Instant) -> u64 {
+        self.clock.map_or(0, |(base, ms)| {
+            ms + u64::try_from(now.saturating_duration_since(base).as_millis()).unwrap_or(0)
+        })
+    }
+
+    /// Publishes `$SYS/brokers/{node}/{path}` as the broker.
+    fn publish_sys(&mut self, now: Instant, path: &str, payload: String, retain: bool) {
+        let topic = format!("$SYS/brokers/{}/{path}", self.settings.node_name);
+        let mut p = Publish::new(topic, payload);
+        p.retain = retain;
+        self.publish_message(now, SYS_SESSION, p);
+    }
+
+    /// On shard 0: the statistics of every shard, summed.
+    fn publish_sys_stats(&mut self, now: Instant) {
+        let mut t = SysSnapshot::default();
+        for s in &self.sys {
+            t.connections += s.connections;
+            t.sessions += s.sessions;
+            t.subscriptions += s.subscriptions;
+            t.retained += s.retained;
+            let (a, b) = (&mut t.stats, &s.stats);
+            a.messages_received += b.messages_received;
+            a.messages_sent += b.messages_sent;
+            a.packets_received += b.packets_received;
+            a.packets_sent += b.packets_sent;
+            a.messages_retransmitted += b.messages_retransmitted;
+            a.connections_established += b.connections_established;
+            a.connections_closed += b.connections_closed;
+            a.dropped_no_subscribers += b.dropped_no_subscribers;
+            a.dropped_queue_full += b.dropped_queue_full;
+            a.dropped_expired += b.dropped_expired;
+            a.dropped_qos0_write_buffer_full += b.dropped_qos0_write_buffer_full;
+        }
+        let st = &t.stats;
+        let dropped = st.dropped_no_subscribers
+            + st.dropped_queue_full
+            + st.dropped_expired
+            + st.dropped_qos0_write_buffer_full;
+        let figures = [
+            ("stats/connections/count", t.connections),
+            ("stats/sessions/count", t.sessions),
+            ("stats/subscriptions/count", t.subscriptions),
+            ("stats/retained/count", t.retained),
+            ("stats/topics/count", self.routes.filter_count() as u64),
+            ("metrics/messages/received", st.messages_received),
+            ("metrics/messages/sent", st.messages_sent),
+            ("metrics/messages/dropped", dropped),
+            ("metrics/messages/retransmitted", st.messages_retransmitted),
+            ("metrics/packets/received", st.packets_received),
+            ("metrics/packets/sent", st.packets_sent),
+            ("metrics/client/connected", st.connections_established),
+            ("metrics/client/disconnected", st.connections_closed),
+        ];
+        for (path, v) in figures {
+            self.publish_sys(now, path, v.to_string(), false);
+        }
+    }
+
     // ---- input -------------------------------------------------------------------------------
 
     /// A new connection was accepted.
@@ -516,6 +631,8 @@ impl Shard {
             assigned_id: false,
             socket_closed: false,
             normal_disconnect: false,
+            close_reason: "closed",
+            username: None,
         });
         self.stats.connections_accepted += 1;
         self.arm(now + self.settings.idle_timeout, Timer::ConnectTimeout(key));
@@ -735,6 +852,7 @@ impl Shard {
         };
         c.keep_alive =
             Duration::from_secs_f64(f64::from(keep_alive) * self.settings.keepalive_multiplier);
+        c.username = connect.username.as_ref().map(owned);
         c.client_max_packet = connect
             .properties
             .maximum_packet_size
@@ -885,6 +1003,22 @@ impl Shard {
         }
         self.send(conn, &Packet::ConnAck(ack));
         self.events.push_back(Event::Resume(conn));
+        if self.settings.sys_client_events.0 {
+            let c = self.conns.get(conn);
+            let payload = format!(
+                "{{\"clientid\":{},\"username\":{},\"ipaddress\":{},\"proto_ver\":{},\"keepalive\":{},\"clean_start\":{},\"connected_at\":{}}}",
+                json_str(&connect.client_id),
+                c.and_then(|c| c.username.as_ref())
+                    .map_or("null".to_owned(), |u| json_str(u)),
+                json_str(&c.map(|c| c.peer.ip().to_string()).unwrap_or_default()),
+                v.level(),
+                connect.keep_alive,
+                connect.clean_start,
+                self.wall_ms(now),
+            );
+            let path = format!("clients/{}/connected", connect.client_id);
+            self.publish_sys(now, &path, payload, false);
+        }
         self.resume(now, sid);
         self.complete_pending_takeover(now, conn, &connect.client_id);
     }
@@ -2111,6 +2245,11 @@ impl Shard {
             ShardMsg::Move(m) => self.on_move(from, m),
             ShardMsg::Retain(m) => self.on_retain(now, from, m),
             ShardMsg::Shared(m) => self.on_shared(*m),
+            ShardMsg::Sys(snap) => {
+                if let Some(slot) = self.sys.get_mut(usize::from(from)) {
+                    *slot = *snap;
+                }
+            }
         }
     }
 
@@ -2275,8 +2414,23 @@ impl Shard {
         };
         c.state = ConnState::Closing;
         let c_normal = c.normal_disconnect;
+        let reason = if c_normal { "normal" } else { c.close_reason };
+        let username = c.username.clone();
         let Some(sid) = c.session.take() else { return };
         self.stats.connections_closed += 1;
+        if self.settings.sys_client_events.1
+            && let Some(client_id) = self.sessions.get(sid).map(|s| s.client_id.clone())
+        {
+            let payload = format!(
+                "{{\"clientid\":{},\"username\":{},\"reason\":{},\"disconnected_at\":{}}}",
+                json_str(&client_id),
+                username.as_ref().map_or("null".to_owned(), |u| json_str(u)),
+                json_str(reason),
+                self.wall_ms(now),
+            );
+            let path = format!("clients/{client_id}/disconnected");
+            self.publish_sys(now, &path, payload, false);
+        }
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
@@ -2384,6 +2538,14 @@ impl Shard {
 
     /// DISCONNECT with a reason code (MQTT 5 only; older versions just close), then close.
     fn disconnect(&mut self, conn: Key, rc: ReasonCode) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.close_reason = match rc {
+                ReasonCode::KEEP_ALIVE_TIMEOUT => "keepalive_timeout",
+                ReasonCode::SESSION_TAKEN_OVER => "takenover",
+                ReasonCode::SERVER_SHUTTING_DOWN => "shutdown",
+                _ => "protocol_error",
+            };
+        }
         self.disconnect_quiet(conn, rc);
         self.close(conn);
     }
@@ -2441,6 +2603,36 @@ impl Shard {
 
     fn fire(&mut self, now: Instant, t: Timer) {
         match t {
+            Timer::SysStats => {
+                let snap = SysSnapshot {
+                    connections: self.conns.len() as u64,
+                    sessions: self.sessions.len() as u64,
+                    subscriptions: self.subs.entry_count() as u64,
+                    retained: self.retained.len() as u64,
+                    stats: self.stats.clone(),
+                };
+                if self.id == 0 {
+                    if let Some(slot) = self.sys.get_mut(0) {
+                        *slot = snap;
+                    }
+                    self.publish_sys_stats(now);
+                } else {
+                    self.send_shard(0, ShardMsg::Sys(Box::new(snap)));
+                }
+                self.arm(now + self.settings.sys_msg_interval, Timer::SysStats);
+            }
+            Timer::SysHeartbeat => {
+                let uptime = self
+                    .clock
+                    .map_or(0, |(base, _)| now.saturating_duration_since(base).as_secs());
+                self.publish_sys(now, "uptime", uptime.to_string(), false);
+                let datetime = rfc3339(self.wall_ms(now));
+                self.publish_sys(now, "datetime", datetime, false);
+                self.arm(
+                    now + self.settings.sys_heartbeat_interval,
+                    Timer::SysHeartbeat,
+                );
+            }
             Timer::RetainedSweep => {
                 let mut expiring = false;
                 self.retained.retain(|_, r| match r.expires_at {
@@ -2619,4 +2811,45 @@ fn hash_u64(v: u64) -> u64 {
     let mut h = DefaultHasher::new();
     v.hash(&mut h);
     h.finish()
+}
+
+/// The origin of messages the broker publishes itself (`$SYS`): no session has this key.
+const SYS_SESSION: Key = Key::SYS;
+
+/// A JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Unix milliseconds as RFC 3339 UTC (`2026-11-26T07:53:47Z`).
+fn rfc3339(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm), for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

@@ -260,6 +260,11 @@ async fn serve(
         blocked: Notify::default(),
         ring_batch: spec.ring_batch.max(1),
     });
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    ctx.shard.borrow_mut().set_clock(Instant::now(), unix_ms);
+    ctx.pump();
     let stop = Rc::new(Cell::new(false));
     if let Some(l) = spec.tcp {
         l.set_nonblocking(true)?;

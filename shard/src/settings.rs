@@ -56,6 +56,17 @@ pub struct Settings {
     /// Lifetime of a retained message without its own expiry; zero is forever
     /// (`retainer.msg_expiry_interval`).
     pub retained_expiry: Duration,
+    /// This node's name, in `$SYS/brokers/{node}/...` (`node.name`).
+    pub node_name: String,
+    /// Interval of the `$SYS` statistics messages; zero turns them off
+    /// (`sys_topics.sys_msg_interval`).
+    pub sys_msg_interval: Duration,
+    /// Interval of the `$SYS` uptime and datetime heartbeat; zero turns it off
+    /// (`sys_topics.sys_heartbeat_interval`).
+    pub sys_heartbeat_interval: Duration,
+    /// Publish `$SYS/brokers/{node}/clients/{clientid}/connected` and `.../disconnected`
+    /// (`sys_topics.sys_event_messages.client_connected` / `client_disconnected`).
+    pub sys_client_events: (bool, bool),
     /// Bytes buffered for a connection's socket beyond which QoS 0 deliveries are dropped
     /// rather than queued.
     pub max_write_buffer: usize,
@@ -88,6 +99,10 @@ impl Default for Settings {
             max_retained_messages: 0,
             max_retained_payload: 1024 * 1024,
             retained_expiry: Duration::ZERO,
+            node_name: "broker@127.0.0.1".to_owned(),
+            sys_msg_interval: Duration::from_secs(60),
+            sys_heartbeat_interval: Duration::from_secs(30),
+            sys_client_events: (true, true),
             max_write_buffer: 4 * 1024 * 1024,
             max_packets_per_read: 256,
         }

@@ -9,6 +9,13 @@ pub struct Key {
 }
 
 impl Key {
+    /// A key no slab issues (generation `u32::MAX` at index `u32::MAX`): the origin of the
+    /// broker's own messages.
+    pub const SYS: Key = Key {
+        index: u32::MAX,
+        generation: u32::MAX,
+    };
+
     /// The slot index (for per-slot arrays and logs).
     pub fn index(self) -> u32 {
         self.index

@@ -24,5 +24,6 @@ mod mosquitto;
 mod retained;
 mod shared;
 mod shutdown;
+mod sys;
 mod takeover;
 mod will;

@@ -47,6 +47,22 @@ pub struct Config {
     pub shard: Shard,
     /// `retainer.*`: retained messages.
     pub retainer: Retainer,
+    /// `sys_topics.*`: the `$SYS` topics.
+    pub sys_topics: SysTopics,
+}
+
+/// `sys_topics.*`, with EMQX's names.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SysTopics {
+    /// `sys_msg_interval`: statistics interval; zero is off.
+    pub sys_msg_interval: Duration,
+    /// `sys_heartbeat_interval`: uptime/datetime interval; zero is off.
+    pub sys_heartbeat_interval: Duration,
+    /// `sys_event_messages.client_connected`.
+    pub client_connected: bool,
+    /// `sys_event_messages.client_disconnected`.
+    pub client_disconnected: bool,
 }
 
 /// `retainer.*`: the retained message store, with EMQX's names.
@@ -103,6 +119,8 @@ pub enum Limit {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Node {
+    /// `name`: this node's name (`$SYS/brokers/{node}/...`).
+    pub name: String,
     /// `data_dir`: directory of the durable log.
     pub data_dir: PathBuf,
     /// `driver`: the shards' runtime driver.
@@ -237,6 +255,7 @@ impl Config {
                 },
             },
             node: Node {
+                name: v.get("node.name")?,
                 data_dir: v.get("node.data_dir")?,
                 driver: v.get("node.driver")?,
             },
@@ -267,6 +286,12 @@ impl Config {
             shard: Shard {
                 ring_capacity: v.get("shard.ring_capacity")?,
                 max_events_per_turn: v.get("shard.max_events_per_turn")?,
+            },
+            sys_topics: SysTopics {
+                sys_msg_interval: v.get("sys_topics.sys_msg_interval")?,
+                sys_heartbeat_interval: v.get("sys_topics.sys_heartbeat_interval")?,
+                client_connected: v.get("sys_topics.sys_event_messages.client_connected")?,
+                client_disconnected: v.get("sys_topics.sys_event_messages.client_disconnected")?,
             },
             retainer: Retainer {
                 max_retained_messages: v.get("retainer.max_retained_messages")?,

@@ -81,6 +81,12 @@ pub static KEYS: &[Key] = &[
         doc: "Directory of the durable log: persistent sessions, queued and retained messages.",
     },
     Key {
+        path: "node.name",
+        kind: Kind::Name,
+        default: "broker@127.0.0.1",
+        doc: "This node's name, as in EMQX: it appears in $SYS/brokers/{node}/... topics.",
+    },
+    Key {
         path: "node.driver",
         kind: Kind::Enum(&["auto", "io_uring", "epoll"]),
         default: "auto",
@@ -216,6 +222,32 @@ pub static KEYS: &[Key] = &[
         kind: Kind::Bool,
         default: "true",
         doc: "Support retained messages (Retain Available).",
+    },
+    // --- sys_topics --------------------------------------------------------------------------
+    Key {
+        path: "sys_topics.sys_msg_interval",
+        kind: ANY_DURATION,
+        default: "60s",
+        doc: "Interval of the $SYS statistics messages (connections, sessions, subscriptions, \
+              retained, message and packet counters); 0s turns them off.",
+    },
+    Key {
+        path: "sys_topics.sys_heartbeat_interval",
+        kind: ANY_DURATION,
+        default: "30s",
+        doc: "Interval of the $SYS uptime and datetime messages; 0s turns them off.",
+    },
+    Key {
+        path: "sys_topics.sys_event_messages.client_connected",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "Publish $SYS/brokers/{node}/clients/{clientid}/connected when a client connects.",
+    },
+    Key {
+        path: "sys_topics.sys_event_messages.client_disconnected",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "Publish $SYS/brokers/{node}/clients/{clientid}/disconnected when it disconnects.",
     },
     // --- retainer ----------------------------------------------------------------------------
     Key {

@@ -40,6 +40,8 @@ pub enum Value {
     Addr(SocketAddr),
     /// A filesystem path.
     Path(PathBuf),
+    /// A name (`node.name`).
+    Name(String),
     /// One of the names an enumerated key allows.
     Enum(&'static str),
     /// `"infinity"`: no limit.
@@ -62,6 +64,7 @@ impl Value {
             Self::Size(n) => quote(&format_size(*n)),
             Self::Addr(a) => quote(&a.to_string()),
             Self::Path(p) => quote(&p.display().to_string()),
+            Self::Name(n) => quote(n),
             Self::Enum(name) => quote(name),
             Self::Infinity => quote("infinity"),
             Self::Disabled => quote("disabled"),
@@ -117,6 +120,8 @@ pub enum Kind {
     Addr,
     /// A non-empty filesystem path.
     Path,
+    /// A non-empty name that can be a topic level: no `/`, `+`, `#` or U+0000.
+    Name,
     /// One of the listed names.
     Enum(&'static [&'static str]),
     /// `"infinity"` or an integer from `min` to `max`.
@@ -189,6 +194,12 @@ impl Kind {
                 _ => None,
             }
             .map(Value::Addr),
+            Self::Name => match *input {
+                Input::Str(s) if !s.is_empty() && !s.contains(['/', '+', '#', '\0']) => {
+                    Some(Value::Name(s.to_owned()))
+                }
+                _ => None,
+            },
             Self::Path => match *input {
                 Input::Str(s) if !s.is_empty() => Some(Value::Path(PathBuf::from(s))),
                 _ => None,
@@ -239,6 +250,7 @@ impl Kind {
                     .to_owned()
             }
             Self::Path => "expected a non-empty path".to_owned(),
+            Self::Name => "expected a non-empty name without '/', '+' or '#'".to_owned(),
             Self::Enum(names) => format!("expected one of {}", quoted_list(names)),
             Self::IntOrInfinity { min, max } => {
                 format!("expected \"infinity\" or an integer from {min} to {max}")
@@ -266,6 +278,7 @@ impl Kind {
             }
             Self::Addr => "address".to_owned(),
             Self::Path => "path".to_owned(),
+            Self::Name => "name".to_owned(),
             Self::Enum(names) => names.join(" / "),
             Self::IntOrInfinity { min, max } => format!("infinity / integer {min}..={max}"),
             Self::IntOrDisabled { min, max } => format!("disabled / integer {min}..={max}"),
@@ -475,6 +488,15 @@ impl FromValue for SocketAddr {
     fn from_value(value: &Value) -> Option<Self> {
         match value {
             Value::Addr(a) => Some(*a),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for String {
+    fn from_value(v: &Value) -> Option<Self> {
+        match v {
+            Value::Name(n) => Some(n.clone()),
             _ => None,
         }
     }

@@ -608,6 +608,14 @@ impl Sim {
         progress
     }
 
+    /// Gives every shard the wall clock (`Shard::set_clock`), which starts the `$SYS` timers.
+    pub fn start_clocks(&mut self, unix_ms: u64) {
+        for shard in &mut self.shards {
+            shard.set_clock(self.now, unix_ms);
+        }
+        self.drive();
+    }
+
     /// The shard itself, for its counters and sizes.
     pub fn shard(&self, shard: ShardId) -> &Shard {
         &self.shards[usize::from(shard)]
