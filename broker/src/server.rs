@@ -199,6 +199,10 @@ impl ServeSpec {
                 .div_ceil(cores.max(1)),
             max_retained_payload: config.retainer.max_payload_size as usize,
             retained_expiry: config.retainer.msg_expiry_interval,
+            delayed_enable: config.delayed.enable,
+            max_delayed_messages: usize::try_from(config.delayed.max_delayed_messages)
+                .unwrap_or(usize::MAX)
+                .div_ceil(cores.max(1)),
             node_name: config.node.name.clone(),
             sys_msg_interval: config.sys_topics.sys_msg_interval,
             sys_heartbeat_interval: config.sys_topics.sys_heartbeat_interval,

@@ -29,7 +29,7 @@ use net::mqtt::{
     Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
 };
 
-use crate::message::{Message, Origin};
+use crate::message::{Message, Origin, detach};
 use crate::out::OutQueue;
 use crate::retained::{Completion, RetainedIndex};
 use crate::session::{Inflight, Queued, Session, SessionState, Stage, SubEntry, SubIds, Will};
@@ -328,6 +328,7 @@ pub enum Read {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
+    Delayed,
     SysStats,
     SysHeartbeat,
     RetainedSweep,
@@ -432,6 +433,9 @@ pub struct Shard {
     clock: Option<(Instant, u64)>,
     /// On shard 0: the last `$SYS` snapshot of every shard.
     sys: Vec<SysSnapshot>,
+    /// Delayed publishes by due time, with the publishing session.
+    delayed: std::collections::BTreeMap<(Instant, u64), (Key, Publish)>,
+    next_delayed: u64,
 }
 
 /// A session that moved to another shard, while its old routes may still bring messages here.
@@ -495,6 +499,8 @@ impl Shard {
             rng: 0x9E37_79B9_7F4A_7C15 ^ u64::from(id),
             clock: None,
             sys: Vec::new(),
+            delayed: std::collections::BTreeMap::new(),
+            next_delayed: 0,
         }
     }
 
@@ -1098,6 +1104,43 @@ impl Shard {
                 s.await_rel_armed = true;
                 self.arm(now + self.settings.await_rel_timeout, Timer::AwaitRel(sid));
             }
+        }
+        if self.settings.delayed_enable
+            && let Some((delay, topic)) = parse_delayed(&p.topic)
+        {
+            // EMQX's delayed publish: held here, published `delay` from now.
+            let max = self.settings.max_delayed_messages;
+            let reason = if max > 0 && self.delayed.len() >= max {
+                self.stats.delayed_dropped_full += 1;
+                ReasonCode::QUOTA_EXCEEDED
+            } else {
+                p.topic = topic;
+                self.next_delayed += 1;
+                let at = now + delay;
+                if self.delayed.first_key_value().is_none_or(|(k, _)| at < k.0) {
+                    self.arm(at, Timer::Delayed);
+                }
+                self.delayed
+                    .insert((at, self.next_delayed), (sid, detach(p)));
+                self.stats.delayed_stored += 1;
+                ReasonCode::SUCCESS
+            };
+            let reason = if v == ProtocolVersion::V5 {
+                reason
+            } else {
+                ReasonCode::SUCCESS
+            };
+            let ack = Ack {
+                packet_id,
+                reason_code: reason,
+                ..Ack::default()
+            };
+            match qos {
+                QoS::AtMostOnce => {}
+                QoS::AtLeastOnce => self.send(conn, &Packet::PubAck(ack)),
+                QoS::ExactlyOnce => self.send(conn, &Packet::PubRec(ack)),
+            }
+            return;
         }
         let matched = self.publish_message(now, sid, p);
         if !matched {
@@ -2603,6 +2646,20 @@ impl Shard {
 
     fn fire(&mut self, now: Instant, t: Timer) {
         match t {
+            Timer::Delayed => {
+                while let Some(entry) = self.delayed.first_entry() {
+                    if entry.key().0 > now {
+                        let at = entry.key().0;
+                        self.arm(at, Timer::Delayed);
+                        break;
+                    }
+                    let (sid, p) = entry.remove();
+                    self.stats.delayed_published += 1;
+                    if !self.publish_message(now, sid, p) {
+                        self.stats.dropped_no_subscribers += 1;
+                    }
+                }
+            }
             Timer::SysStats => {
                 let snap = SysSnapshot {
                     connections: self.conns.len() as u64,
@@ -2852,4 +2909,17 @@ fn rfc3339(unix_ms: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Longest delay `$delayed/{seconds}/...` accepts, as in EMQX.
+const MAX_DELAY_SECS: u64 = 4_294_967;
+
+/// `$delayed/{seconds}/{topic}` → (delay, topic); `None` when the topic is not a delayed
+/// publish (or its delay or inner topic is not valid, in which case it is an ordinary topic).
+fn parse_delayed(topic: &MqttStr) -> Option<(Duration, MqttStr)> {
+    let rest = topic.strip_prefix("$delayed/")?;
+    let (secs, inner) = rest.split_once('/')?;
+    let secs: u64 = secs.parse().ok().filter(|s| *s <= MAX_DELAY_SECS)?;
+    topic::validate_topic_name(inner).ok()?;
+    Some((Duration::from_secs(secs), MqttStr::from(inner.to_owned())))
 }

@@ -139,3 +139,24 @@ impl Message {
         }))
     }
 }
+
+/// `p` with its topic, payload and properties in allocations of their own, for a message kept
+/// long: slices of the read buffer it arrived in would pin that whole buffer.
+pub fn detach(mut p: Publish) -> Publish {
+    let own = |s: &MqttStr| MqttStr::from(s.as_str().to_owned());
+    p.topic = own(&p.topic);
+    p.payload = Bytes::copy_from_slice(&p.payload);
+    let props = &mut p.properties;
+    props.content_type = props.content_type.as_ref().map(own);
+    props.response_topic = props.response_topic.as_ref().map(own);
+    props.correlation_data = props
+        .correlation_data
+        .as_ref()
+        .map(|b| Bytes::copy_from_slice(b));
+    props.user_properties = props
+        .user_properties
+        .iter()
+        .map(|(k, v)| (own(k), own(v)))
+        .collect();
+    p
+}

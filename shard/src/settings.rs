@@ -56,6 +56,11 @@ pub struct Settings {
     /// Lifetime of a retained message without its own expiry; zero is forever
     /// (`retainer.msg_expiry_interval`).
     pub retained_expiry: Duration,
+    /// Delayed publish (`$delayed/{seconds}/{topic}`) enabled (`delayed.enable`).
+    pub delayed_enable: bool,
+    /// Most delayed messages this shard holds; 0 is unlimited
+    /// (`delayed.max_delayed_messages` / shards).
+    pub max_delayed_messages: usize,
     /// This node's name, in `$SYS/brokers/{node}/...` (`node.name`).
     pub node_name: String,
     /// Interval of the `$SYS` statistics messages; zero turns them off
@@ -99,6 +104,8 @@ impl Default for Settings {
             max_retained_messages: 0,
             max_retained_payload: 1024 * 1024,
             retained_expiry: Duration::ZERO,
+            delayed_enable: true,
+            max_delayed_messages: 0,
             node_name: "broker@127.0.0.1".to_owned(),
             sys_msg_interval: Duration::from_secs(60),
             sys_heartbeat_interval: Duration::from_secs(30),

@@ -75,6 +75,12 @@ pub struct Stats {
     pub retained_queries_truncated: u64,
     /// Shared-subscription deliveries sent to another member because theirs left unacked.
     pub shared_redispatched: u64,
+    /// Delayed publishes stored.
+    pub delayed_stored: u64,
+    /// Delayed publishes published when due.
+    pub delayed_published: u64,
+    /// Delayed publishes refused: `delayed.max_delayed_messages` reached.
+    pub delayed_dropped_full: u64,
     /// Anything else dropped (should stay zero).
     pub dropped_other: u64,
 }

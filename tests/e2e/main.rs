@@ -16,6 +16,7 @@ mod harness;
 mod raw;
 
 mod connect;
+mod delayed;
 mod delivery;
 mod keepalive;
 mod load;

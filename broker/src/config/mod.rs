@@ -49,6 +49,18 @@ pub struct Config {
     pub retainer: Retainer,
     /// `sys_topics.*`: the `$SYS` topics.
     pub sys_topics: SysTopics,
+    /// `delayed.*`: delayed publish.
+    pub delayed: Delayed,
+}
+
+/// `delayed.*`, with EMQX's names.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Delayed {
+    /// `enable`.
+    pub enable: bool,
+    /// `max_delayed_messages`: 0 is unlimited.
+    pub max_delayed_messages: u64,
 }
 
 /// `sys_topics.*`, with EMQX's names.
@@ -292,6 +304,10 @@ impl Config {
                 sys_heartbeat_interval: v.get("sys_topics.sys_heartbeat_interval")?,
                 client_connected: v.get("sys_topics.sys_event_messages.client_connected")?,
                 client_disconnected: v.get("sys_topics.sys_event_messages.client_disconnected")?,
+            },
+            delayed: Delayed {
+                enable: v.get("delayed.enable")?,
+                max_delayed_messages: v.get("delayed.max_delayed_messages")?,
             },
             retainer: Retainer {
                 max_retained_messages: v.get("retainer.max_retained_messages")?,

@@ -249,6 +249,21 @@ pub static KEYS: &[Key] = &[
         default: "true",
         doc: "Publish $SYS/brokers/{node}/clients/{clientid}/disconnected when it disconnects.",
     },
+    // --- delayed -----------------------------------------------------------------------------
+    Key {
+        path: "delayed.enable",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "Delayed publish: a PUBLISH to $delayed/{seconds}/{topic} is published to {topic} \
+              that many seconds later (at most 4294967).",
+    },
+    Key {
+        path: "delayed.max_delayed_messages",
+        kind: int(0, U32_MAX),
+        default: "0",
+        doc: "Most delayed messages held, over all shards (per shard: this divided by the shard \
+              count); 0 is unlimited. Beyond it MQTT 5 publishers get 0x97 (Quota exceeded).",
+    },
     // --- retainer ----------------------------------------------------------------------------
     Key {
         path: "retainer.max_retained_messages",
