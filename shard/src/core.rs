@@ -379,6 +379,8 @@ struct Conn {
     close_reason: &'static str,
     /// User Name, for the `$SYS` connected event.
     username: Option<MqttStr>,
+    /// Topic aliases we send (MQTT 5, when the client's Topic Alias Maximum is above 0).
+    out_aliases: Option<Box<crate::alias::OutAliases>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -639,6 +641,7 @@ impl Shard {
             normal_disconnect: false,
             close_reason: "closed",
             username: None,
+            out_aliases: None,
         });
         self.stats.connections_accepted += 1;
         self.arm(now + self.settings.idle_timeout, Timer::ConnectTimeout(key));
@@ -859,6 +862,12 @@ impl Shard {
         c.keep_alive =
             Duration::from_secs_f64(f64::from(keep_alive) * self.settings.keepalive_multiplier);
         c.username = connect.username.as_ref().map(owned);
+        c.out_aliases = match (v, connect.properties.topic_alias_maximum) {
+            (ProtocolVersion::V5, Some(max)) if max > 0 && self.settings.send_topic_aliases => {
+                Some(Box::new(crate::alias::OutAliases::new(max)))
+            }
+            _ => None,
+        };
         c.client_max_packet = connect
             .properties
             .maximum_packet_size
@@ -1717,7 +1726,7 @@ impl Shard {
             return false;
         };
         let enc = q.msg.encoder(c.version);
-        let d = Delivery {
+        let mut d = Delivery {
             qos: q.qos,
             dup,
             retain: q.retain,
@@ -1727,8 +1736,26 @@ impl Shard {
             subscription_ids: q.sub_ids.as_slice(),
             message_expiry_interval: expiry,
         };
+        // Outgoing topic alias: reuse a known one (empty topic), or define one together with
+        // the topic if the packet fits either way (a dropped packet must not define it).
+        let mut assign = false;
+        if let Some(aliases) = c.out_aliases.as_mut() {
+            match aliases.lookup(&q.msg.topic) {
+                Some(a) => {
+                    d.topic_alias = Some(a);
+                    d.omit_topic = true;
+                }
+                None => {
+                    d.topic_alias = Some(1);
+                    assign = true;
+                }
+            }
+        }
         match enc.encoded_len(&d) {
             Ok(n) if n <= c.client_max_packet as usize => {
+                if assign && let Some(aliases) = c.out_aliases.as_mut() {
+                    d.topic_alias = Some(aliases.assign(&q.msg.topic));
+                }
                 let before = c.out.buf().len();
                 if enc.encode_head(&d, c.out.buf()).is_ok() {
                     let head = c.out.buf().len() - before;

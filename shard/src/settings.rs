@@ -39,6 +39,8 @@ pub struct Settings {
     pub server_keepalive: Option<u16>,
     /// Topic Alias Maximum advertised to clients (`mqtt.max_topic_alias`).
     pub max_topic_alias: u16,
+    /// Give topics sent to MQTT 5 clients aliases, up to the client's Topic Alias Maximum.
+    pub send_topic_aliases: bool,
     /// Wildcard subscriptions allowed (`mqtt.wildcard_subscription`).
     pub wildcard_subscription: bool,
     /// Shared subscriptions allowed (`mqtt.shared_subscription`).
@@ -97,6 +99,7 @@ impl Default for Settings {
             session_expiry_interval: Duration::from_secs(2 * 3600),
             server_keepalive: None,
             max_topic_alias: 65535,
+            send_topic_aliases: true,
             wildcard_subscription: true,
             shared_subscription: true,
             shared_strategy: SharedStrategy::RoundRobin,

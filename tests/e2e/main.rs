@@ -15,6 +15,7 @@
 mod harness;
 mod raw;
 
+mod alias;
 mod connect;
 mod delayed;
 mod delivery;
