@@ -381,6 +381,8 @@ struct Conn {
     username: Option<MqttStr>,
     /// Topic aliases we send (MQTT 5, when the client's Topic Alias Maximum is above 0).
     out_aliases: Option<Box<crate::alias::OutAliases>>,
+    /// Request Problem Information (MQTT 5, default true): Reason Strings may be sent.
+    problem_information: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -642,6 +644,7 @@ impl Shard {
             close_reason: "closed",
             username: None,
             out_aliases: None,
+            problem_information: true,
         });
         self.stats.connections_accepted += 1;
         self.arm(now + self.settings.idle_timeout, Timer::ConnectTimeout(key));
@@ -862,6 +865,7 @@ impl Shard {
         c.keep_alive =
             Duration::from_secs_f64(f64::from(keep_alive) * self.settings.keepalive_multiplier);
         c.username = connect.username.as_ref().map(owned);
+        c.problem_information = connect.properties.request_problem_information != Some(false);
         c.out_aliases = match (v, connect.properties.topic_alias_maximum) {
             (ProtocolVersion::V5, Some(max)) if max > 0 && self.settings.send_topic_aliases => {
                 Some(Box::new(crate::alias::OutAliases::new(max)))
@@ -1007,6 +1011,14 @@ impl Shard {
             }
             if !s.wildcard_subscription {
                 p.wildcard_subscription_available = Some(false);
+            }
+            if !s.subscription_identifiers {
+                p.subscription_identifiers_available = Some(false);
+            }
+            if connect.properties.request_response_information == Some(true)
+                && !s.response_information.is_empty()
+            {
+                p.response_information = Some(s.response_information.clone().into());
             }
             if !s.shared_subscription {
                 p.shared_subscription_available = Some(false);
@@ -1965,6 +1977,8 @@ impl Shard {
         for s in sub.filters {
             let rc = if topic::validate_topic_filter(&s.filter).is_err() {
                 ReasonCode::TOPIC_FILTER_INVALID
+            } else if sub_id.is_some() && !self.settings.subscription_identifiers {
+                ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
             } else if split_share(&s.filter).is_some() && !self.settings.shared_subscription {
                 ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
             } else if s.filter.starts_with("$queue/") && split_share(&s.filter).is_none() {
@@ -2602,7 +2616,12 @@ impl Shard {
                 }
                 self.close(conn);
             }
-            _ => self.disconnect(conn, e.reason_code()),
+            _ => {
+                // The reason string tells the client which rule it broke, unless it asked for
+                // no problem information (3.1.2.11.7).
+                let problems = c.problem_information;
+                self.disconnect_with(conn, e.reason_code(), problems.then(|| e.to_string()));
+            }
         }
     }
 
@@ -2621,11 +2640,33 @@ impl Shard {
     }
 
     fn disconnect_quiet(&mut self, conn: Key, rc: ReasonCode) {
+        self.disconnect_quiet_with(conn, rc, None);
+    }
+
+    /// DISCONNECT with a reason code and a Reason String, then close.
+    fn disconnect_with(&mut self, conn: Key, rc: ReasonCode, reason: Option<String>) {
+        self.disconnect_quiet_with(conn, rc, reason);
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.close_reason = "protocol_error";
+        }
+        self.close(conn);
+    }
+
+    fn disconnect_quiet_with(&mut self, conn: Key, rc: ReasonCode, reason: Option<String>) {
         let Some(c) = self.conns.get(conn) else {
             return;
         };
         if c.version == ProtocolVersion::V5 && matches!(c.state, ConnState::Connected) {
-            self.send(conn, &Packet::Disconnect(Disconnect::new(rc)));
+            let mut d = Disconnect::new(rc);
+            d.properties.reason_string = reason.map(MqttStr::from);
+            // A DISCONNECT over the client's Maximum Packet Size goes without its string.
+            if Packet::Disconnect(d.clone())
+                .encoded_len(ProtocolVersion::V5)
+                .is_ok_and(|n| n > c.client_max_packet as usize)
+            {
+                d.properties.reason_string = None;
+            }
+            self.send(conn, &Packet::Disconnect(d));
             self.stats.disconnects_sent += 1;
         }
     }

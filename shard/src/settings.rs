@@ -39,6 +39,11 @@ pub struct Settings {
     pub server_keepalive: Option<u16>,
     /// Topic Alias Maximum advertised to clients (`mqtt.max_topic_alias`).
     pub max_topic_alias: u16,
+    /// Subscription Identifiers accepted (`mqtt.subscription_identifiers`, ours).
+    pub subscription_identifiers: bool,
+    /// Response Information sent to MQTT 5 clients that ask for it; empty is off
+    /// (`mqtt.response_information`).
+    pub response_information: String,
     /// Give topics sent to MQTT 5 clients aliases, up to the client's Topic Alias Maximum.
     pub send_topic_aliases: bool,
     /// Wildcard subscriptions allowed (`mqtt.wildcard_subscription`).
@@ -99,6 +104,8 @@ impl Default for Settings {
             session_expiry_interval: Duration::from_secs(2 * 3600),
             server_keepalive: None,
             max_topic_alias: 65535,
+            subscription_identifiers: true,
+            response_information: String::new(),
             send_topic_aliases: true,
             wildcard_subscription: true,
             shared_subscription: true,

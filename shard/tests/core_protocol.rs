@@ -338,3 +338,69 @@ fn malformed_topic_filters_are_refused_one_by_one() {
         }
     }
 }
+
+#[test]
+fn subscription_identifiers_can_be_switched_off() {
+    let mut st = settings();
+    st.subscription_identifiers = false;
+    let mut sim = Sim::new(2, st);
+    let (c, ack) = sim.connect(0, ProtocolVersion::V5, "ids", true, 0);
+    assert_eq!(
+        ack.properties.subscription_identifiers_available,
+        Some(false)
+    );
+    let o = SubscriptionOptions {
+        qos: QoS::AtLeastOnce,
+        ..SubscriptionOptions::default()
+    };
+    let ack = sim.subscribe_with(c, &[("a", o), ("$share/g/b", o)], Some(7));
+    assert_eq!(
+        ack.reason_codes,
+        [ReasonCode::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED; 2]
+    );
+    let ack = sim.subscribe_with(c, &[("a", o)], None);
+    assert_eq!(ack.reason_codes, [ReasonCode::GRANTED_QOS_1]);
+}
+
+#[test]
+fn response_information_only_when_requested_and_configured() {
+    let mut st = settings();
+    st.response_information = "reply/".to_owned();
+    let mut sim = Sim::new(1, st);
+    let mut c = sim::connect_v5("asks");
+    c.properties.request_response_information = Some(true);
+    let (_, ack) = sim.connect_with(0, c);
+    assert_eq!(
+        ack.properties.response_information.as_deref(),
+        Some("reply/")
+    );
+    let (_, ack) = sim.connect(0, ProtocolVersion::V5, "quiet", true, 0);
+    assert_eq!(ack.properties.response_information, None);
+}
+
+#[test]
+fn protocol_errors_carry_a_reason_string_unless_the_client_declined() {
+    for (declined, want) in [(false, true), (true, false)] {
+        let mut sim = Sim::new(1, settings());
+        let mut c = sim::connect_v5("culprit");
+        if declined {
+            c.properties.request_problem_information = Some(false);
+        }
+        let (id, _) = sim.connect_with(0, c);
+        // PUBLISH with QoS 3.
+        sim.send_bytes(id, &[0x36, 0x04, 0x00, 0x01, b'a', 0x00]);
+        sim.drive();
+        let packets = sim.packets(id);
+        let Some(Packet::Disconnect(d)) = packets.last() else {
+            panic!("expected DISCONNECT, got {packets:?}");
+        };
+        assert_eq!(d.reason_code, ReasonCode::MALFORMED_PACKET);
+        match &d.properties.reason_string {
+            Some(s) => {
+                assert!(want, "declined, yet: {s}");
+                assert!(s.contains("MQTT-3.3.1-4"), "{s}");
+            }
+            None => assert!(!want),
+        }
+    }
+}

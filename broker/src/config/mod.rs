@@ -188,6 +188,10 @@ pub struct Mqtt {
     pub wildcard_subscription: bool,
     /// `shared_subscription`: shared subscriptions allowed.
     pub shared_subscription: bool,
+    /// `subscription_identifiers`: Subscription Identifiers accepted (our key).
+    pub subscription_identifiers: bool,
+    /// `response_information`: Response Information for clients that request it.
+    pub response_information: String,
     /// `shared_subscription_strategy`: how a shared subscription group picks a member.
     pub shared_subscription_strategy: shard::settings::SharedStrategy,
     /// `retain_available`: retained messages supported.
@@ -290,6 +294,8 @@ impl Config {
                 wildcard_subscription: v.get("mqtt.wildcard_subscription")?,
                 shared_subscription: v.get("mqtt.shared_subscription")?,
                 shared_subscription_strategy: v.get("mqtt.shared_subscription_strategy")?,
+                subscription_identifiers: v.get("mqtt.subscription_identifiers")?,
+                response_information: v.get("mqtt.response_information")?,
                 retain_available: v.get("mqtt.retain_available")?,
             },
             log: Log {

@@ -218,6 +218,20 @@ pub static KEYS: &[Key] = &[
               strategies; the choice is made on the publishing shard).",
     },
     Key {
+        path: "mqtt.subscription_identifiers",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "Accept MQTT 5 Subscription Identifiers (our key); off: SUBACK 0xA1 and CONNACK \
+              Subscription Identifiers Available = 0.",
+    },
+    Key {
+        path: "mqtt.response_information",
+        kind: Kind::Text,
+        default: "",
+        doc: "Response Information sent in CONNACK to MQTT 5 clients that request it (a topic \
+              prefix for request/response); empty sends none.",
+    },
+    Key {
         path: "mqtt.retain_available",
         kind: Kind::Bool,
         default: "true",

@@ -122,6 +122,8 @@ pub enum Kind {
     Path,
     /// A non-empty name that can be a topic level: no `/`, `+`, `#` or U+0000.
     Name,
+    /// Any string without U+0000, empty included.
+    Text,
     /// One of the listed names.
     Enum(&'static [&'static str]),
     /// `"infinity"` or an integer from `min` to `max`.
@@ -194,6 +196,10 @@ impl Kind {
                 _ => None,
             }
             .map(Value::Addr),
+            Self::Text => match *input {
+                Input::Str(s) if !s.contains('\0') => Some(Value::Name(s.to_owned())),
+                _ => None,
+            },
             Self::Name => match *input {
                 Input::Str(s) if !s.is_empty() && !s.contains(['/', '+', '#', '\0']) => {
                     Some(Value::Name(s.to_owned()))
@@ -251,6 +257,7 @@ impl Kind {
             }
             Self::Path => "expected a non-empty path".to_owned(),
             Self::Name => "expected a non-empty name without '/', '+' or '#'".to_owned(),
+            Self::Text => "expected a string".to_owned(),
             Self::Enum(names) => format!("expected one of {}", quoted_list(names)),
             Self::IntOrInfinity { min, max } => {
                 format!("expected \"infinity\" or an integer from {min} to {max}")
@@ -279,6 +286,7 @@ impl Kind {
             Self::Addr => "address".to_owned(),
             Self::Path => "path".to_owned(),
             Self::Name => "name".to_owned(),
+            Self::Text => "string".to_owned(),
             Self::Enum(names) => names.join(" / "),
             Self::IntOrInfinity { min, max } => format!("infinity / integer {min}..={max}"),
             Self::IntOrDisabled { min, max } => format!("disabled / integer {min}..={max}"),
