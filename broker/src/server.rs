@@ -194,6 +194,7 @@ impl ServeSpec {
             retain_available: m.retain_available,
             shared_strategy: m.shared_subscription_strategy,
             subscription_identifiers: m.subscription_identifiers,
+            exclusive_subscription: m.exclusive_subscription,
             response_information: m.response_information.clone(),
             max_packets_per_read: config.shard.max_events_per_turn,
             max_retained_messages: usize::try_from(config.retainer.max_retained_messages)

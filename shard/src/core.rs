@@ -72,6 +72,53 @@ pub enum ShardMsg {
     Shared(Box<SharedMsg>),
     /// A shard's counters for the `$SYS` statistics, sent to shard 0 which publishes them.
     Sys(Box<SysSnapshot>),
+    /// Exclusive subscriptions: the lock of a filter lives on the shard that owns it.
+    Exclusive(Box<ExclusiveMsg>),
+}
+
+/// EMQX's exclusive subscriptions (`$exclusive/{filter}`): one subscriber at a time over the
+/// whole broker. The lock of a filter is kept by its owner shard, `hash(filter) % shards`.
+#[derive(Debug)]
+pub enum ExclusiveMsg {
+    /// Take the lock for `client_id` (granted again to the client that holds it).
+    Lock {
+        /// The filter without its `$exclusive/` prefix.
+        filter: MqttStr,
+        /// The subscribing client.
+        client_id: MqttStr,
+        /// The pending SUBSCRIBE on the sender, and the filter's position in it.
+        request: u64,
+        /// See `request`.
+        index: usize,
+    },
+    /// The answer.
+    Reply {
+        /// See `Lock`.
+        request: u64,
+        /// See `Lock`.
+        index: usize,
+        /// Whether the lock was granted.
+        granted: bool,
+    },
+    /// Release the lock if `client_id` holds it.
+    Unlock {
+        /// The filter without its prefix.
+        filter: MqttStr,
+        /// The client releasing it.
+        client_id: MqttStr,
+    },
+}
+
+/// A SUBSCRIBE waiting for exclusive-subscription locks before its SUBACK.
+#[derive(Debug)]
+struct PendingSub {
+    conn: Key,
+    sid: Key,
+    ack: SubAck,
+    /// (position in the SUBACK, full filter, subscription) of each lock asked for.
+    locks: Vec<(usize, MqttStr, SubEntry)>,
+    waiting: usize,
+    announced: bool,
 }
 
 /// What one shard contributes to the `$SYS` statistics.
@@ -437,6 +484,11 @@ pub struct Shard {
     clock: Option<(Instant, u64)>,
     /// On shard 0: the last `$SYS` snapshot of every shard.
     sys: Vec<SysSnapshot>,
+    /// Exclusive-subscription locks this shard owns: filter → holding client id.
+    exclusive: HashMap<String, MqttStr>,
+    /// SUBSCRIBEs waiting for locks, by request number.
+    pending_subs: HashMap<u64, PendingSub>,
+    next_request: u64,
     /// Delayed publishes by due time, with the publishing session.
     delayed: std::collections::BTreeMap<(Instant, u64), (Key, Publish)>,
     next_delayed: u64,
@@ -503,6 +555,9 @@ impl Shard {
             rng: 0x9E37_79B9_7F4A_7C15 ^ u64::from(id),
             clock: None,
             sys: Vec::new(),
+            exclusive: HashMap::new(),
+            pending_subs: HashMap::new(),
+            next_request: 0,
             delayed: std::collections::BTreeMap::new(),
             next_delayed: 0,
         }
@@ -1972,6 +2027,7 @@ impl Shard {
     fn on_subscribe(&mut self, conn: Key, sid: Key, sub: Subscribe) {
         let mut announced = false;
         let mut retained_for: Vec<(MqttStr, SubEntry)> = Vec::new();
+        let mut exclusive: Vec<(usize, MqttStr, SubEntry)> = Vec::new();
         let sub_id = sub.properties.subscription_identifier;
         let mut codes = Vec::with_capacity(sub.filters.len());
         for s in sub.filters {
@@ -1998,6 +2054,25 @@ impl Shard {
                 announced = true;
                 self.stats.subscribes += 1;
                 ReasonCode(options.qos as u8)
+            } else if let Some(inner) =
+                exclusive_inner(&s.filter, self.settings.exclusive_subscription)
+            {
+                if topic::validate_topic_filter(inner).is_err() {
+                    ReasonCode::TOPIC_FILTER_INVALID
+                } else {
+                    let mut options = s.options;
+                    options.qos = options.qos.min(self.settings.max_qos_allowed);
+                    exclusive.push((
+                        codes.len(),
+                        owned(&s.filter),
+                        SubEntry {
+                            options,
+                            id: sub_id,
+                        },
+                    ));
+                    // Filled in when the lock answers.
+                    ReasonCode::QUOTA_EXCEEDED
+                }
             } else if !self.settings.wildcard_subscription && topic::has_wildcard(&s.filter) {
                 ReasonCode::WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED
             } else if s.filter.split('/').count() > self.settings.max_topic_levels {
@@ -2034,6 +2109,39 @@ impl Shard {
             reason_codes: codes,
             ..SubAck::default()
         };
+        if !exclusive.is_empty() {
+            self.next_request += 1;
+            let request = self.next_request;
+            let client_id = self
+                .sessions
+                .get(sid)
+                .map(|s| s.client_id.clone())
+                .unwrap_or_default();
+            for (index, full, _) in &exclusive {
+                let inner = exclusive_inner(full, true).unwrap_or(full).to_owned();
+                let owner = owner_of(&inner, self.shards);
+                let lock = ExclusiveMsg::Lock {
+                    filter: inner.into(),
+                    client_id: client_id.clone(),
+                    request,
+                    index: *index,
+                };
+                self.send_shard(owner, ShardMsg::Exclusive(Box::new(lock)));
+            }
+            let waiting = exclusive.len();
+            self.pending_subs.insert(
+                request,
+                PendingSub {
+                    conn,
+                    sid,
+                    ack,
+                    locks: exclusive,
+                    waiting,
+                    announced,
+                },
+            );
+            return;
+        }
         let retained = match self.sessions.get(sid) {
             Some(s) if !retained_for.is_empty() => Some(Box::new(RetainWanted {
                 client_id: s.client_id.clone(),
@@ -2056,6 +2164,122 @@ impl Shard {
                 self.query_retained(*r);
             }
         }
+    }
+
+    // ---- exclusive subscriptions ---------------------------------------------------------------
+
+    fn on_exclusive(&mut self, from: ShardId, m: ExclusiveMsg) {
+        match m {
+            ExclusiveMsg::Lock {
+                filter,
+                client_id,
+                request,
+                index,
+            } => {
+                let granted = match self.exclusive.get(filter.as_str()) {
+                    Some(holder) => *holder == client_id,
+                    None => {
+                        self.exclusive.insert(filter.to_string(), client_id);
+                        true
+                    }
+                };
+                let reply = ExclusiveMsg::Reply {
+                    request,
+                    index,
+                    granted,
+                };
+                self.send_shard(from, ShardMsg::Exclusive(Box::new(reply)));
+            }
+            ExclusiveMsg::Unlock { filter, client_id } => {
+                if self
+                    .exclusive
+                    .get(filter.as_str())
+                    .is_some_and(|h| *h == client_id)
+                {
+                    self.exclusive.remove(filter.as_str());
+                }
+            }
+            ExclusiveMsg::Reply {
+                request,
+                index,
+                granted,
+            } => {
+                let Some(p) = self.pending_subs.get_mut(&request) else {
+                    return;
+                };
+                p.waiting = p.waiting.saturating_sub(1);
+                if granted
+                    && let Some((_, _, e)) = p.locks.iter().find(|(i, _, _)| *i == index)
+                    && let Some(rc) = p.ack.reason_codes.get_mut(index)
+                {
+                    *rc = ReasonCode(e.options.qos as u8);
+                }
+                if p.waiting > 0 {
+                    return;
+                }
+                let Some(p) = self.pending_subs.remove(&request) else {
+                    return;
+                };
+                self.finish_exclusive(p);
+            }
+        }
+    }
+
+    /// All locks of a SUBSCRIBE answered: subscribe what was granted, then SUBACK.
+    fn finish_exclusive(&mut self, p: PendingSub) {
+        let mut announced = p.announced;
+        let alive = self
+            .sessions
+            .get(p.sid)
+            .is_some_and(|s| s.conn == Some(p.conn));
+        for (index, full, entry) in &p.locks {
+            let granted = p
+                .ack
+                .reason_codes
+                .get(*index)
+                .is_some_and(|rc| rc.is_success());
+            if !granted {
+                continue;
+            }
+            if !alive {
+                self.unlock_exclusive(full, p.sid);
+                continue;
+            }
+            if let Some(s) = self.sessions.get_mut(p.sid) {
+                s.subscriptions.insert(full.clone(), *entry);
+            }
+            announced |= self.add_subscription(p.sid, full, *entry);
+            self.stats.subscribes += 1;
+        }
+        if announced && self.shards > 1 {
+            self.start_fence(FenceDone::SubAck {
+                conn: p.conn,
+                ack: Box::new(p.ack),
+                retained: None,
+            });
+        } else {
+            self.send(p.conn, &Packet::SubAck(p.ack));
+        }
+    }
+
+    /// Releases the lock of `full` (an `$exclusive/` filter) held by session `sid`'s client.
+    fn unlock_exclusive(&mut self, full: &str, sid: Key) {
+        let Some(client_id) = self.sessions.get(sid).map(|s| s.client_id.clone()) else {
+            return;
+        };
+        self.unlock_exclusive_for(full, client_id);
+    }
+
+    fn unlock_exclusive_for(&mut self, full: &str, client_id: MqttStr) {
+        let Some(inner) = exclusive_inner(full, self.settings.exclusive_subscription) else {
+            return;
+        };
+        let owner = owner_of(inner, self.shards);
+        let msg = ExclusiveMsg::Unlock {
+            filter: inner.to_owned().into(),
+            client_id,
+        };
+        self.send_shard(owner, ShardMsg::Exclusive(Box::new(msg)));
     }
 
     // ---- retained messages -------------------------------------------------------------------
@@ -2193,6 +2417,7 @@ impl Shard {
             if existed && split_share(&f).is_some() {
                 self.announce_shared(sid, &f, None);
             } else if existed {
+                self.unlock_exclusive(&f, sid);
                 self.remove_subscription(sid, &f);
             }
             codes.push(if existed {
@@ -2238,10 +2463,12 @@ impl Shard {
 
     /// Adds a subscription; `true` if it announced a new route to the other shards.
     fn add_subscription(&mut self, sid: Key, filter: &str, entry: SubEntry) -> bool {
+        let filter = trie_filter(filter, self.settings.exclusive_subscription);
         self.subs.insert(filter, sid, entry).is_none() && self.route_ref(filter, true)
     }
 
     fn remove_subscription(&mut self, sid: Key, filter: &str) {
+        let filter = trie_filter(filter, self.settings.exclusive_subscription);
         if self.subs.remove(filter, &sid).is_some() {
             self.route_ref(filter, false);
         }
@@ -2329,6 +2556,7 @@ impl Shard {
             ShardMsg::Move(m) => self.on_move(from, m),
             ShardMsg::Retain(m) => self.on_retain(now, from, m),
             ShardMsg::Shared(m) => self.on_shared(*m),
+            ShardMsg::Exclusive(m) => self.on_exclusive(from, *m),
             ShardMsg::Sys(snap) => {
                 if let Some(slot) = self.sys.get_mut(usize::from(from)) {
                     *slot = *snap;
@@ -2468,9 +2696,10 @@ impl Shard {
             }
             if moving {
                 // The ghost holds the route until the new shard's routes are everywhere.
-                self.ghost_subs.insert(f, new_conn, *e);
-                self.route_ref(f, true);
-                filters.push(f.clone());
+                let tf = trie_filter(f, self.settings.exclusive_subscription);
+                self.ghost_subs.insert(tf, new_conn, *e);
+                self.route_ref(tf, true);
+                filters.push(MqttStr::from(tf.to_owned()));
             }
             self.remove_subscription(sid, f);
         }
@@ -2572,6 +2801,7 @@ impl Shard {
         self.by_client.remove(&s.client_id);
         for f in s.subscriptions.keys() {
             self.remove_subscription(sid, f);
+            self.unlock_exclusive_for(f, s.client_id.clone());
         }
         self.stats.dropped_session_ended += unacked_qos12(&s) as u64;
         let owner = self.owner_of(&s.client_id);
@@ -2990,4 +3220,17 @@ fn parse_delayed(topic: &MqttStr) -> Option<(Duration, MqttStr)> {
     let secs: u64 = secs.parse().ok().filter(|s| *s <= MAX_DELAY_SECS)?;
     topic::validate_topic_name(inner).ok()?;
     Some((Duration::from_secs(secs), MqttStr::from(inner.to_owned())))
+}
+
+/// The filter inside `$exclusive/{filter}` when exclusive subscriptions are on.
+fn exclusive_inner(full: &str, enabled: bool) -> Option<&str> {
+    if !enabled {
+        return None;
+    }
+    full.strip_prefix("$exclusive/").filter(|f| !f.is_empty())
+}
+
+/// The filter a subscription occupies in the topic trie: without `$exclusive/`.
+fn trie_filter(full: &str, exclusive: bool) -> &str {
+    exclusive_inner(full, exclusive).unwrap_or(full)
 }

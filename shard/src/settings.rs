@@ -39,6 +39,9 @@ pub struct Settings {
     pub server_keepalive: Option<u16>,
     /// Topic Alias Maximum advertised to clients (`mqtt.max_topic_alias`).
     pub max_topic_alias: u16,
+    /// `$exclusive/{filter}` subscriptions: one subscriber at a time
+    /// (`mqtt.exclusive_subscription`).
+    pub exclusive_subscription: bool,
     /// Subscription Identifiers accepted (`mqtt.subscription_identifiers`, ours).
     pub subscription_identifiers: bool,
     /// Response Information sent to MQTT 5 clients that ask for it; empty is off
@@ -104,6 +107,7 @@ impl Default for Settings {
             session_expiry_interval: Duration::from_secs(2 * 3600),
             server_keepalive: None,
             max_topic_alias: 65535,
+            exclusive_subscription: false,
             subscription_identifiers: true,
             response_information: String::new(),
             send_topic_aliases: true,

@@ -19,6 +19,7 @@ mod alias;
 mod connect;
 mod delayed;
 mod delivery;
+mod exclusive;
 mod keepalive;
 mod load;
 mod malformed;

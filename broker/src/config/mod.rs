@@ -188,6 +188,8 @@ pub struct Mqtt {
     pub wildcard_subscription: bool,
     /// `shared_subscription`: shared subscriptions allowed.
     pub shared_subscription: bool,
+    /// `exclusive_subscription`: `$exclusive/{filter}` subscriptions.
+    pub exclusive_subscription: bool,
     /// `subscription_identifiers`: Subscription Identifiers accepted (our key).
     pub subscription_identifiers: bool,
     /// `response_information`: Response Information for clients that request it.
@@ -295,6 +297,7 @@ impl Config {
                 shared_subscription: v.get("mqtt.shared_subscription")?,
                 shared_subscription_strategy: v.get("mqtt.shared_subscription_strategy")?,
                 subscription_identifiers: v.get("mqtt.subscription_identifiers")?,
+                exclusive_subscription: v.get("mqtt.exclusive_subscription")?,
                 response_information: v.get("mqtt.response_information")?,
                 retain_available: v.get("mqtt.retain_available")?,
             },

@@ -218,6 +218,13 @@ pub static KEYS: &[Key] = &[
               strategies; the choice is made on the publishing shard).",
     },
     Key {
+        path: "mqtt.exclusive_subscription",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "EMQX's exclusive subscriptions: $exclusive/{filter} has one subscriber at a time; \
+              the next gets SUBACK 0x97. Off: $exclusive/... is an ordinary topic filter.",
+    },
+    Key {
         path: "mqtt.subscription_identifiers",
         kind: Kind::Bool,
         default: "true",
