@@ -16,6 +16,7 @@ mod harness;
 mod raw;
 
 mod alias;
+mod conformance;
 mod connect;
 mod delayed;
 mod delivery;
