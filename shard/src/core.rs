@@ -193,12 +193,29 @@ struct Group {
 /// shard) for the messages it matches.
 #[derive(Debug)]
 pub enum RetainMsg {
-    /// Store (or, with an empty payload, clear) the retained message of its topic.
-    Store(Arc<Message>),
+    /// Store (or, with an empty payload, clear) the retained message of its topic; then, if
+    /// `ack` is set, answer `Stored` so the publisher is acknowledged only once the message is
+    /// in the store (a subscriber that comes after the PUBACK sees it).
+    Store(Arc<Message>, Option<StoredAck>),
+    /// The store has the message: acknowledge the publisher.
+    Stored(StoredAck),
     /// The retained messages matching a new subscription.
     Query(Box<RetainQuery>),
     /// The answer to a query, when it matched something.
     Reply(Box<RetainReply>),
+}
+
+/// The acknowledgement a retained QoS 1/2 PUBLISH waits for.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredAck {
+    /// The publisher's connection (packed key).
+    pub conn: u64,
+    /// The PUBLISH's packet id.
+    pub packet_id: u16,
+    /// PUBREC (QoS 2) rather than PUBACK.
+    pub qos2: bool,
+    /// Reason code to send: set by the publishing shard (0x10 if nothing matched in MQTT 5).
+    pub reason: ReasonCode,
 }
 
 /// A new subscription asking for retained messages.
@@ -1218,9 +1235,23 @@ impl Shard {
             }
             return;
         }
-        let matched = self.publish_message(now, sid, p);
+        let stored_ack = (qos != QoS::AtMostOnce).then_some(StoredAck {
+            conn: conn.to_u64(),
+            packet_id,
+            qos2: qos == QoS::ExactlyOnce,
+            reason: if v == ProtocolVersion::V5 {
+                ReasonCode::NO_MATCHING_SUBSCRIBERS
+            } else {
+                ReasonCode::SUCCESS
+            },
+        });
+        let (matched, deferred) = self.publish_message_acked(now, sid, p, stored_ack);
         if !matched {
             self.stats.dropped_no_subscribers += 1;
+        }
+        if deferred {
+            // Acknowledged when the retained store has it (RetainMsg::Stored).
+            return;
         }
         let reason = if matched || v != ProtocolVersion::V5 {
             ReasonCode::SUCCESS
@@ -1242,6 +1273,18 @@ impl Shard {
     /// Accepts a message from session `sid` (a PUBLISH or its will) and routes it; returns
     /// whether any subscription matched.
     fn publish_message(&mut self, now: Instant, sid: Key, p: Publish) -> bool {
+        self.publish_message_acked(now, sid, p, None).0
+    }
+
+    /// [`Shard::publish_message`]; for a retained message with `ack`, the acknowledgement is
+    /// left to the store's `Stored` answer and the second value is `true`.
+    fn publish_message_acked(
+        &mut self,
+        now: Instant,
+        sid: Key,
+        p: Publish,
+        ack: Option<StoredAck>,
+    ) -> (bool, bool) {
         let origin = Origin {
             shard: self.id,
             session: sid,
@@ -1250,16 +1293,28 @@ impl Shard {
         let id = (u64::from(self.id) << 48) | (self.next_message & ((1 << 48) - 1));
         match Message::new(id, p, origin, now) {
             Ok(msg) => {
-                if msg.retain && self.settings.retain_available {
-                    let owner = owner_of(&msg.topic, self.shards);
-                    self.send_shard(owner, ShardMsg::Retain(RetainMsg::Store(msg.clone())));
+                let retain = msg.retain && self.settings.retain_available;
+                let owner = owner_of(&msg.topic, self.shards);
+                let stored = retain.then(|| msg.clone());
+                let matched = self.route(now, msg);
+                let mut deferred = false;
+                if let Some(msg) = stored {
+                    // `reason` holds the answer for "nothing matched"; a match means success.
+                    let ack = ack.map(|mut a| {
+                        if matched {
+                            a.reason = ReasonCode::SUCCESS;
+                        }
+                        a
+                    });
+                    deferred = ack.is_some();
+                    self.send_shard(owner, ShardMsg::Retain(RetainMsg::Store(msg, ack)));
                 }
-                self.route(now, msg)
+                (matched, deferred)
             }
             Err(_) => {
                 // A received packet always re-encodes; count rather than panic.
                 self.stats.dropped_other += 1;
-                false
+                (false, false)
             }
         }
     }
@@ -2309,7 +2364,25 @@ impl Shard {
 
     fn on_retain(&mut self, now: Instant, from: ShardId, m: RetainMsg) {
         match m {
-            RetainMsg::Store(msg) => self.store_retained(now, &msg),
+            RetainMsg::Store(msg, ack) => {
+                self.store_retained(now, &msg);
+                if let Some(ack) = ack {
+                    self.send_shard(from, ShardMsg::Retain(RetainMsg::Stored(ack)));
+                }
+            }
+            RetainMsg::Stored(a) => {
+                let ack = Ack {
+                    packet_id: a.packet_id,
+                    reason_code: a.reason,
+                    ..Ack::default()
+                };
+                let conn = Key::from_u64(a.conn);
+                if a.qos2 {
+                    self.send(conn, &Packet::PubRec(ack));
+                } else {
+                    self.send(conn, &Packet::PubAck(ack));
+                }
+            }
             RetainMsg::Query(q) => {
                 let mut messages = Vec::new();
                 let done =

@@ -218,3 +218,37 @@ fn a_will_with_retain_is_stored() {
     sim.subscribe(s, "status/+", QoS::AtLeastOnce);
     assert_eq!(got(&mut sim, s), [r("status/w", "offline")]);
 }
+
+#[test]
+fn the_publisher_is_acknowledged_once_the_store_has_it() {
+    let mut sim = Sim::new(4, settings());
+    let (p, _) = sim.connect(0, ProtocolVersion::V5, "pub", true, 0);
+    // A topic owned by another shard than the publisher's.
+    let topic = (0..100)
+        .map(|i| format!("own/{i}"))
+        .find(|t| sim.owner_of(t) != 0)
+        .unwrap();
+    let owner = sim.owner_of(&topic);
+    let mut m = Publish::new(topic.clone(), "x");
+    m.qos = QoS::AtLeastOnce;
+    m.retain = true;
+    sim.send_publish_with(p, m);
+    // Feed the PUBLISH alone: the rings are not delivered yet, so the store cannot have it.
+    sim.feed(p);
+    let early = sim
+        .peek(p)
+        .iter()
+        .any(|pk| matches!(pk, net::mqtt::Packet::PubAck(_)));
+    assert!(!early, "PUBACK before the owner shard stored the message");
+    sim.drive();
+    let acked = sim
+        .peek(p)
+        .iter()
+        .any(|pk| matches!(pk, net::mqtt::Packet::PubAck(_)));
+    assert!(acked, "no PUBACK");
+    assert_eq!(
+        sim.shard(owner).retained_count(),
+        1,
+        "PUBACK came before the store had it"
+    );
+}
