@@ -1790,25 +1790,7 @@ impl Shard {
                 }
             }
             (Some(conn), _) if s.mqueue.is_empty() => match s.next_packet_id() {
-                Some(pid) => {
-                    s.inflight.push_back(Inflight {
-                        packet_id: pid,
-                        delivery: q,
-                        stage: Stage::Published,
-                        sent_at: now,
-                    });
-                    let arm = !s.retry_armed;
-                    s.retry_armed = true;
-                    if let Some(entry) = s.inflight.back().cloned()
-                        && !self.write_publish(now, conn, &entry.delivery, pid, false)
-                        && let Some(s) = self.sessions.get_mut(sid)
-                    {
-                        s.inflight.pop_back();
-                    }
-                    if arm {
-                        self.arm(now + self.settings.retry_interval, Timer::Retry(sid));
-                    }
-                }
+                Some(pid) => self.send_inflight(now, sid, conn, pid, q),
                 None => self.enqueue(sid, q),
             },
             (None, QoS::AtMostOnce) if !self.settings.mqueue_store_qos0 => {
@@ -2009,23 +1991,28 @@ impl Shard {
             let Some(q) = s.mqueue.pop_front() else {
                 return;
             };
-            s.inflight.push_back(Inflight {
-                packet_id: pid,
-                delivery: q,
-                stage: Stage::Published,
-                sent_at: now,
-            });
-            let arm = !s.retry_armed;
+            self.send_inflight(now, sid, conn, pid, q);
+        }
+    }
+
+    /// Sends `q` as packet `pid` and keeps it in the inflight window until acknowledged,
+    /// unless it was dropped on the way (expired, or over the client's Maximum Packet Size).
+    fn send_inflight(&mut self, now: Instant, sid: Key, conn: Key, pid: u16, q: Queued) {
+        if !self.write_publish(now, conn, &q, pid, false) {
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        s.inflight.push_back(Inflight {
+            packet_id: pid,
+            delivery: q,
+            stage: Stage::Published,
+            sent_at: now,
+        });
+        if !s.retry_armed {
             s.retry_armed = true;
-            if let Some(entry) = s.inflight.back().cloned()
-                && !self.write_publish(now, conn, &entry.delivery, pid, false)
-                && let Some(s) = self.sessions.get_mut(sid)
-            {
-                s.inflight.pop_back();
-            }
-            if arm {
-                self.arm(now + self.settings.retry_interval, Timer::Retry(sid));
-            }
+            self.arm(now + self.settings.retry_interval, Timer::Retry(sid));
         }
     }
 
