@@ -1,0 +1,484 @@
+#!/usr/bin/env python3
+"""Runs the perf scenarios against this broker, Mosquitto and rumqttd; writes the raw JSON into
+tools/bench/results/<date>/ and prints a markdown table. Called by run.sh (which builds and
+installs); see tools/bench/README.md."""
+
+import argparse
+import datetime
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MQTT = ["-V", "4"]  # MQTT 3.1.1 everywhere: rumqttd 0.20's v5 listener is partial.
+
+
+# ---------------------------------------------------------------- process sampling
+
+def proc_sample(pid):
+    """CPU seconds (utime+stime of the whole process) and RSS bytes."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14, 15 of stat(5)
+    with open(f"/proc/{pid}/statm") as f:
+        rss = int(f.read().split()[1]) * PAGE
+    return {"t": time.time(), "cpu_s": cpu, "rss_bytes": rss}
+
+
+def socket_fds(pid):
+    """Sockets the broker holds (fds linking to socket:[...]): one per accepted connection.
+    (/proc/net/tcp is not read consistently while thousands of sockets churn.)"""
+    n = 0
+    d = f"/proc/{pid}/fd"
+    for fd in os.listdir(d):
+        try:
+            if os.readlink(f"{d}/{fd}").startswith("socket:"):
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_accepting(port, proc, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+# ---------------------------------------------------------------- brokers
+
+class Broker:
+    def __init__(self, name, label, argv_fn, version, cfg_fn=None):
+        self.name, self.label, self.argv_fn, self.version, self.cfg_fn = (
+            name, label, argv_fn, version, cfg_fn)
+        self.proc = None
+
+    def start(self, outdir, tag):
+        self.port = free_port()
+        cfg = None
+        if self.cfg_fn:
+            # rumqttd picks the parser from the extension.
+            ext = "toml" if self.name == "rumqttd" else "conf"
+            cfg = os.path.join(outdir, f"{self.name}.{ext}")
+            with open(cfg, "w") as f:
+                f.write(self.cfg_fn(self.port))
+        argv = self.argv_fn(self.port, cfg)
+        self.argv = argv
+        log = open(os.path.join(outdir, f"{self.name}-{tag}.log"), "w")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        if not wait_accepting(self.port, self.proc):
+            self.stop()
+            raise RuntimeError(f"{self.name} did not accept connections on {self.port}")
+        time.sleep(0.3)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def version_of(argv):
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        out = (r.stdout + r.stderr).strip().splitlines()
+        return out[0].strip() if out else "?"
+    except Exception as e:  # noqa: BLE001
+        return f"? ({e})"
+
+
+def make_brokers(root, rumqttd, cores):
+    bdir = os.path.join(root, "target", "release")
+    ours = Broker(
+        "ours", f"this broker, `--cores {cores}`",
+        lambda port, _cfg: [os.path.join(bdir, "broker"), "run", "--cores", str(cores),
+                            "--set", f"listeners.tcp.default.bind=127.0.0.1:{port}"],
+        version_of([os.path.join(bdir, "broker"), "--version"]))
+    mosq = Broker(
+        "mosquitto", "Mosquitto",
+        lambda port, cfg: ["/usr/sbin/mosquitto", "-c", cfg],
+        version_of(["/usr/sbin/mosquitto", "-h"]),
+        lambda port: (f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                      "max_connections -1\n"))
+    # rumqttd: one v4 listener; limits matched to the others (no connect throttling,
+    # room for the storm, payloads above 1 KiB, inflight above perf's 32).
+    rum = Broker(
+        "rumqttd", "rumqttd",
+        lambda port, cfg: [rumqttd, "-q", "-c", cfg],
+        version_of([rumqttd, "--version"]),
+        lambda port: f"""id = 0
+
+[router]
+id = 0
+max_connections = 20000
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:{port}"
+next_connection_delay_ms = 0
+    [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 1048576
+    max_inflight_count = 100
+    dynamic_filters = true
+""")
+    return ours, mosq, rum
+
+
+# ---------------------------------------------------------------- scenarios
+
+def scenarios(d):
+    bench = ["bench", "-h", "127.0.0.1"] + MQTT
+    fan_in = ["--pubs", "100", "--subs", "1", "-t", "bench/in/%i", "--sub-topic", "bench/in/#",
+              "-q", "0", "-s", "64"]
+    fan_out = ["--pubs", "1", "--subs", "100", "-t", "bench/out", "--sub-topic", "bench/out",
+               "-q", "0", "-s", "64"]
+    pairs = ["--pubs", "100", "--subs", "100", "-t", "bench/pair/%i",
+             "--sub-topic", "bench/pair/%i", "-q", "1", "--rate", "10000"]
+    dur = ["--duration", f"{d}s"]
+    return [
+        ("fan-in", "fan-in 100→1, QoS 0, 64 B, max rate", bench + fan_in + dur),
+        ("fan-out", "fan-out 1→100, QoS 0, 64 B, 1,000 msg/s in", bench + fan_out
+         + ["--rate", "1000"] + dur),
+        ("fan-out-max", "fan-out 1→100, QoS 0, 64 B, max rate", bench + fan_out + dur),
+        ("pairs-64", "100 pairs, QoS 1, 64 B, 10,000 msg/s", bench + pairs + ["-s", "64"] + dur),
+        ("pairs-1k", "100 pairs, QoS 1, 1 KiB, 10,000 msg/s", bench + pairs + ["-s", "1024"]
+         + dur),
+        ("storm", "connection storm: 5,000 connects, -i 0", ["conn", "-h", "127.0.0.1"] + MQTT
+         + ["-c", "5000", "-i", "0", "--connect-timeout", "30", "--duration", f"{max(d, 8)}s"]),
+        # latency: fan-in shape at a fixed rate filled in once Mosquitto's fan-in is known.
+        ("latency", "fan-in 100→1, QoS 0, 64 B, fixed rate (50 % of Mosquitto's fan-in)",
+         bench + fan_in + dur),
+    ]
+
+
+def run_perf(perf, args, port, json_path, timeout):
+    argv = [perf] + args[:1] + ["-p", str(port), "--json", json_path] + args[1:]
+    t0 = time.time()
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    return argv, r, time.time() - t0
+
+
+def one(broker, perf, outdir, key, args, dur):
+    """Fresh broker per scenario, so CPU and RSS deltas belong to that scenario alone."""
+    res = {"broker": broker.name, "scenario": key, "ok": False}
+    jpath = os.path.join(outdir, f"{broker.name}-{key}.json")
+    try:
+        broker.start(outdir, key)
+    except Exception as e:  # noqa: BLE001
+        res["error"] = str(e)
+        return res
+    try:
+        res["broker_argv"] = broker.argv
+        pid = broker.proc.pid
+        before = proc_sample(pid)
+        if key == "storm":
+            argv = [perf] + args[:1] + ["-p", str(broker.port), "--json", jpath] + args[1:]
+            p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            base = socket_fds(pid)
+            peak, settled, at_peak, prev = 0, None, None, -1
+            t_end = time.time() + dur + 45
+            while p.poll() is None and time.time() < t_end:
+                n = socket_fds(pid) - base
+                if settled is None and n > 0 and n >= peak:
+                    at_peak = proc_sample(pid)
+                    at_peak["established"] = n
+                peak = max(peak, n)
+                if settled is None and n >= 5000 and n == prev:
+                    time.sleep(1.0)  # let the broker finish its per-connection setup
+                    settled = proc_sample(pid)
+                    settled["established"] = socket_fds(pid) - base
+                prev = n
+                time.sleep(0.25)
+            try:
+                out, err = p.communicate(timeout=dur + 45)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
+            res["rc"], res["argv"] = p.returncode, argv
+            res["peak_established"] = peak
+            # A broker that never reaches 5,000: its RSS at the most connections it held.
+            res["idle_sample"] = settled or at_peak
+            stdout, stderr = out, err
+        else:
+            argv, r, _ = run_perf(perf, args, broker.port, jpath, dur + 60)
+            res["rc"], res["argv"] = r.returncode, argv
+            stdout, stderr = r.stdout, r.stderr
+        after = proc_sample(pid)
+        res["before"], res["after"] = before, after
+        with open(os.path.join(outdir, f"{broker.name}-{key}.perf.txt"), "w") as f:
+            f.write(stdout)
+            f.write(stderr[-4000:])
+        if os.path.exists(jpath):
+            with open(jpath) as f:
+                res["perf"] = json.load(f)
+            res["ok"] = res["rc"] == 0
+        else:
+            res["error"] = f"perf rc={res['rc']}, no JSON: {stderr.strip()[-300:]}"
+        res["broker_alive"] = broker.proc.poll() is None
+    except Exception as e:  # noqa: BLE001
+        res["error"] = repr(e)
+    finally:
+        broker.stop()
+    return res
+
+
+# ---------------------------------------------------------------- figures
+
+def figures(res):
+    f = {}
+    p = res.get("perf")
+    if not p:
+        return f
+    cpu = res["after"]["cpu_s"] - res["before"]["cpu_s"]
+    f["cpu_s"] = cpu
+    f["rss_after_mib"] = res["after"]["rss_bytes"] / 2**20
+    f["rss_before_mib"] = res["before"]["rss_bytes"] / 2**20
+    rcv = p.get("receive")
+    if rcv:
+        f["delivered"] = rcv["received"]
+        f["delivered_per_s"] = rcv["rate_per_s"]
+        f["lost"] = rcv["lost"]
+        f["dup"] = rcv["duplicated"]
+        f["ooo"] = rcv["out_of_order"]
+        f["cpu_per_m"] = cpu / (rcv["received"] / 1e6) if rcv["received"] else None
+        lat = rcv.get("latency_us") or {}
+        f["p50_ms"] = lat.get("p50", 0) / 1000 if lat.get("count") else None
+        f["p99_ms"] = lat.get("p99", 0) / 1000 if lat.get("count") else None
+    pub = p.get("publish")
+    if pub:
+        f["published_per_s"] = pub["rate_per_s"]
+    c = p["connections"]
+    f["connected"] = c["connected"]
+    f["failed"] = c["failed"]
+    f["dropped"] = c["dropped"]
+    f["connects_per_s"] = c["connect_rate_per_s"]
+    f["errors"] = p["errors"]["total"]
+    if res["scenario"] == "storm" and res.get("idle_sample"):
+        s = res["idle_sample"]
+        f["rss_idle_mib"] = s["rss_bytes"] / 2**20
+        f["idle_conns"] = s["established"]
+        f["rss_per_conn_kib"] = ((s["rss_bytes"] - res["before"]["rss_bytes"]) / 1024
+                                 / s["established"])
+        f["connect_p50_ms"] = c["handshake_us"]["p50"] / 1000
+        f["connect_p99_ms"] = c["handshake_us"]["p99"] / 1000
+    return f
+
+
+def fmt(x, nd=0):
+    if x is None:
+        return "–"
+    if isinstance(x, float) and nd:
+        return f"{x:,.{nd}f}"
+    return f"{x:,.0f}"
+
+
+def ratio(a, b, nd=2):
+    if a is None or b in (None, 0):
+        return "–"
+    return f"{a / b:.{nd}f}×"
+
+
+def table(results, brokers, meta):
+    names = [b.name for b in brokers]
+    labels = {b.name: b.label for b in brokers}
+    F = {(r["broker"], r["scenario"]): figures(r) for r in results}
+    R = {(r["broker"], r["scenario"]): r for r in results}
+    out = []
+    w = out.append
+    w(f"- date: {meta['date']} (UTC, started {meta['started']})")
+    w(f"- machine: {meta['machine']}")
+    w(f"- versions: " + "; ".join(f"{labels[n]}: {meta['versions'][n]}" for n in names)
+      + f"; perf: {meta['versions']['perf']}")
+    w(f"- command: `{meta['command']}`")
+    w(f"- load average before: {meta['loadavg_before']}; after: {meta['loadavg_after']}")
+    w("")
+    hdr = ["scenario", "metric"] + [labels[n] for n in names] + ["ours / Mosquitto",
+                                                                  "ours / rumqttd"]
+    w("| " + " | ".join(hdr) + " |")
+    w("| " + " | ".join(["---", "---"] + ["---:"] * (len(names) + 2)) + " |")
+
+    def row(sc, metric, key, nd=0, note=None):
+        vals = [F.get((n, sc), {}).get(key) for n in names]
+        cells = []
+        for n, v in zip(names, vals):
+            r = R.get((n, sc))
+            if r is None:
+                cells.append("not run")
+            elif not r.get("perf"):
+                cells.append("failed")
+            else:
+                cells.append(fmt(v, nd))
+        o = F.get(("ours", sc), {}).get(key)
+        m = F.get(("mosquitto", sc), {}).get(key)
+        q = F.get(("rumqttd", sc), {}).get(key)
+        rm, rq = (ratio(o, m), ratio(o, q)) if key != "lost" else ("", "")
+        w(f"| {sc} | {metric} | " + " | ".join(cells) + f" | {rm} | {rq} |")
+
+    for key, title, _ in meta["scenarios"]:
+        if key == "storm":
+            row(key, "connects/s", "connects_per_s")
+            row(key, "connected (of 5,000)", "connected")
+            row(key, "CONNECT→CONNACK p50 ms", "connect_p50_ms", 2)
+            row(key, "CONNECT→CONNACK p99 ms", "connect_p99_ms", 2)
+            row(key, "RSS before, MiB", "rss_before_mib", 1)
+            row(key, "idle connections at the RSS sample", "idle_conns")
+            row(key, "RSS with the idle connections, MiB", "rss_idle_mib", 1)
+            row(key, "RSS per idle connection, KiB", "rss_per_conn_kib", 2)
+            row(key, "broker CPU s", "cpu_s", 2)
+            continue
+        row(key, "delivered msgs/s", "delivered_per_s")
+        if key in ("fan-in", "fan-out-max"):
+            row(key, "published msgs/s", "published_per_s")
+        row(key, "CPU s per 10⁶ delivered", "cpu_per_m", 2)
+        row(key, "RSS after, MiB", "rss_after_mib", 1)
+        if key in ("latency", "pairs-64", "pairs-1k", "fan-out"):
+            row(key, "latency p50 ms", "p50_ms", 3)
+            row(key, "latency p99 ms", "p99_ms", 3)
+        row(key, "lost (QoS 0 drops at max rate)", "lost")
+    w("")
+    w("Per-run delivery accounting (lost / duplicated / out of order / errors):")
+    w("")
+    for r in results:
+        f = F[(r["broker"], r["scenario"])]
+        if r.get("perf"):
+            w(f"- {r['broker']} {r['scenario']}: lost {fmt(f.get('lost'))}, dup "
+              f"{fmt(f.get('dup'))}, ooo {fmt(f.get('ooo'))}, errors {f['errors']} "
+              f"{r['perf']['errors']['by_kind'] or ''}, connected {f['connected']}, "
+              f"dropped {f['dropped']}, broker alive at end: {r.get('broker_alive')}")
+        else:
+            w(f"- {r['broker']} {r['scenario']}: FAILED: {r.get('error')}")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- main
+
+def machine():
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) / 2**20
+    return f"{model}, {os.cpu_count()} CPUs, {mem:.0f} GiB RAM, kernel {os.uname().release}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--rumqttd", required=True)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--only", default="mosquitto,ours,rumqttd")
+    ap.add_argument("--note", action="append", default=[])
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--cmdline", default="")
+    a = ap.parse_args()
+
+    perf = os.path.join(a.root, "target", "release", "perf")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    date = now.strftime("%Y-%m-%d")
+    outdir = a.out or os.path.join(a.root, "tools", "bench", "results", date)
+    os.makedirs(outdir, exist_ok=True)
+
+    ours, mosq, rum = make_brokers(a.root, a.rumqttd, a.cores)
+    want = a.only.split(",")
+    # Mosquitto first: the latency scenario's rate is half its fan-in.
+    brokers = [b for b in (mosq, ours, rum) if b.name in want]
+    notes = list(a.note)
+    if rum in brokers and not os.access(a.rumqttd, os.X_OK):
+        brokers.remove(rum)
+        notes.append("rumqttd not installed; skipped")
+    if mosq in brokers and not os.access("/usr/sbin/mosquitto", os.X_OK):
+        brokers.remove(mosq)
+        notes.append("mosquitto not installed; skipped")
+
+    scs = scenarios(a.duration)
+    with open("/proc/loadavg") as f:
+        load0 = " ".join(f.read().split()[:3])
+    others = subprocess.run(["ps", "-eo", "pid,pcpu,rss,etime,comm", "--sort=-pcpu"],
+                            capture_output=True, text=True).stdout.splitlines()[:12]
+    meta = {
+        "date": date, "started": now.strftime("%H:%M"), "machine": machine(),
+        "versions": {b.name: b.version for b in (ours, mosq, rum)},
+        "command": ("tools/bench/run.sh " + a.cmdline).strip(),
+        "loadavg_before": load0, "ps_before": others, "notes": notes,
+        "scenarios": [(k, t, args) for k, t, args in scs],
+    }
+    meta["versions"]["perf"] = version_of([perf, "--version"])
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+
+    results = []
+    latency_rate = None
+    for b in brokers:
+        for key, title, args in scs:
+            args = list(args)
+            if key == "latency":
+                if latency_rate is None:
+                    results.append({"broker": b.name, "scenario": key,
+                                    "error": "no Mosquitto fan-in rate to derive the rate from"})
+                    continue
+                args += ["--rate", str(latency_rate)]
+            print(f"== {b.name}: {title}", file=sys.stderr, flush=True)
+            r = one(b, perf, outdir, key, args, a.duration)
+            r["title"] = title
+            results.append(r)
+            f = figures(r)
+            print(f"   -> {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in f.items()})}"
+                  if f else f"   -> FAILED: {r.get('error')}", file=sys.stderr, flush=True)
+            if b.name == "mosquitto" and key == "fan-in" and f.get("delivered_per_s"):
+                latency_rate = int(f["delivered_per_s"] * 0.5)
+                meta["latency_rate"] = latency_rate
+        # Storm RSS and the rest are per broker; keep the raw record of every run.
+    with open("/proc/loadavg") as f:
+        meta["loadavg_after"] = " ".join(f.read().split()[:3])
+    meta["ended"] = datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M")
+    with open(os.path.join(outdir, "summary.json"), "w") as f:
+        json.dump({"meta": meta, "results": results,
+                   "figures": [{"broker": r["broker"], "scenario": r["scenario"],
+                                **figures(r)} for r in results]}, f, indent=1)
+    md = table(results, brokers, meta)
+    if meta.get("latency_rate"):
+        md += (f"\n\nlatency scenario rate: --rate {meta['latency_rate']} "
+               "(50 % of Mosquitto's delivered fan-in rate).")
+    if notes:
+        md += "\n\nNotes:\n" + "\n".join(f"- {n}" for n in notes)
+    with open(os.path.join(outdir, "table.md"), "w") as f:
+        f.write(md + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
