@@ -496,6 +496,7 @@ pub struct Shard {
     /// shard), and the index from filters to group keys.
     groups: HashMap<u64, Group>,
     group_index: TopicTrie<u64, ()>,
+    group_scratch: Vec<u64>,
     rng: u64,
     /// An instant and the Unix time (ms) it corresponds to, for `$SYS` timestamps.
     clock: Option<(Instant, u64)>,
@@ -569,6 +570,7 @@ impl Shard {
             retained_sweep_armed: false,
             groups: HashMap::new(),
             group_index: TopicTrie::new(),
+            group_scratch: Vec::new(),
             rng: 0x9E37_79B9_7F4A_7C15 ^ u64::from(id),
             clock: None,
             sys: Vec::new(),
@@ -1000,26 +1002,22 @@ impl Shard {
         // A new connection replaces the will, and cancels a delayed one (3.1.2.5).
         session.will_at = None;
         session.will = connect.will.as_ref().map(|w| {
-            let mut publish = Publish::new(owned(&w.topic), Bytes::copy_from_slice(&w.payload));
+            let mut publish = Publish::new(w.topic.clone(), w.payload.clone());
             publish.qos = w.qos;
             publish.retain = w.retain;
-            let wp = &w.properties;
-            let pp = &mut publish.properties;
+            let (wp, pp) = (&w.properties, &mut publish.properties);
             pp.payload_format_indicator = wp.payload_format_indicator;
             pp.message_expiry_interval = wp.message_expiry_interval;
-            pp.content_type = wp.content_type.as_ref().map(owned);
-            pp.response_topic = wp.response_topic.as_ref().map(owned);
-            pp.correlation_data = wp
-                .correlation_data
-                .as_ref()
-                .map(|b| Bytes::copy_from_slice(b));
-            pp.user_properties = wp
-                .user_properties
-                .iter()
-                .map(|(k, v)| (owned(k), owned(v)))
-                .collect();
+            pp.content_type = wp.content_type.clone();
+            pp.response_topic = wp.response_topic.clone();
+            pp.correlation_data = wp.correlation_data.clone();
+            pp.user_properties = wp.user_properties.clone();
             let delay = Duration::from_secs(u64::from(wp.will_delay_interval.unwrap_or(0)));
-            Box::new(Will { publish, delay })
+            // Kept for the session's life: copied out of the read buffer.
+            Box::new(Will {
+                publish: detach(publish),
+                delay,
+            })
         });
         let resubscribe: Vec<(MqttStr, SubEntry)> = session
             .subscriptions
@@ -1335,13 +1333,16 @@ impl Shard {
 
     /// Sends a message to one member of each shared subscription group whose filter matches.
     fn route_shared(&mut self, now: Instant, msg: &Arc<Message>) -> bool {
-        let mut keys: Vec<u64> = Vec::new();
+        // A scratch vector kept between calls: no allocation per message.
+        let mut keys = std::mem::take(&mut self.group_scratch);
+        keys.clear();
         self.group_index
             .for_each_match(&msg.topic, |k, _| keys.push(*k));
         let mut any = false;
-        for key in keys {
+        for &key in &keys {
             any |= self.dispatch_shared(now, key, msg, None);
         }
+        self.group_scratch = keys;
         any
     }
 
