@@ -213,6 +213,21 @@ impl ServeSpec {
                 config.sys_topics.client_connected,
                 config.sys_topics.client_disconnected,
             ),
+            rewrite: std::sync::Arc::new(rewrite_rules(&config.rewrite)),
+            auto_subscribe: config
+                .auto_subscribe
+                .topics
+                .iter()
+                .map(|t| shard::rewrite::AutoSubscribe {
+                    topic: t.topic.clone(),
+                    options: net::mqtt::SubscriptionOptions {
+                        qos: t.qos,
+                        no_local: t.nl,
+                        retain_as_published: t.rap,
+                        retain_handling: t.rh,
+                    },
+                })
+                .collect(),
             ..Settings::default()
         };
         let tcp = &config.listeners.tcp.default;
@@ -234,6 +249,27 @@ impl ServeSpec {
             ring_batch: config.shard.max_events_per_turn,
         }
     }
+}
+
+/// Compiles the `rewrite` rules. Their expressions were validated when the configuration was
+/// loaded; one that still fails to compile is logged and left out.
+fn rewrite_rules(rules: &[crate::config::RewriteRule]) -> shard::rewrite::Rewrite {
+    let compiled: Vec<shard::rewrite::RewriteRule> = rules
+        .iter()
+        .filter_map(|r| match regex::Regex::new(&r.re) {
+            Ok(re) => Some(shard::rewrite::RewriteRule {
+                action: r.action,
+                source_topic: r.source_topic.clone(),
+                re,
+                dest_topic: r.dest_topic.clone(),
+            }),
+            Err(e) => {
+                log::error!("rewrite rule {:?} left out: {e}", r.re);
+                None
+            }
+        })
+        .collect();
+    shard::rewrite::Rewrite::new(&compiled)
 }
 
 /// Serves until SIGTERM or SIGINT, then shuts down gracefully: stop accepting, DISCONNECT 0x8B

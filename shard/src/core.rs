@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use net::mqtt::{
     Ack, ConnAck, Connect, Decoder, Delivery, Disconnect, Error, MqttStr, Packet, ProtocolVersion,
-    Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
+    Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, Subscription, UnsubAck,
+    Unsubscribe, topic,
 };
 
 use crate::message::{Message, Origin, detach};
@@ -115,6 +116,8 @@ struct PendingSub {
     conn: Key,
     sid: Key,
     ack: SubAck,
+    /// Whether the client gets the SUBACK (not for auto-subscribe).
+    reply: bool,
     /// (position in the SUBACK, full filter, subscription) of each lock asked for.
     locks: Vec<(usize, MqttStr, SubEntry)>,
     waiting: usize,
@@ -532,7 +535,8 @@ enum FenceDone {
     /// message published anywhere after SUBACK reaches the subscriber.
     SubAck {
         conn: Key,
-        ack: Box<SubAck>,
+        /// `None` for the broker's own subscriptions (auto-subscribe).
+        ack: Option<Box<SubAck>>,
         retained: Option<Box<RetainWanted>>,
     },
 }
@@ -880,7 +884,7 @@ impl Shard {
             Packet::PubRec(a) => self.on_pubrec(now, conn, session, a),
             Packet::PubRel(a) => self.on_pubrel(conn, session, a.packet_id),
             Packet::PubComp(a) => self.on_pubcomp(now, session, a.packet_id),
-            Packet::Subscribe(s) => self.on_subscribe(conn, session, s),
+            Packet::Subscribe(s) => self.on_subscribe(conn, session, s, true),
             Packet::Unsubscribe(u) => self.on_unsubscribe(conn, session, u),
             Packet::PingReq => self.send(conn, &Packet::PingResp),
             Packet::Disconnect(d) => self.on_disconnect(conn, session, d),
@@ -1001,8 +1005,16 @@ impl Shard {
         session.conn = Some(conn);
         // A new connection replaces the will, and cancels a delayed one (3.1.2.5).
         session.will_at = None;
+        let will_topic = connect.will.as_ref().and_then(|w| {
+            let client = crate::rewrite::Client {
+                client_id: &connect.client_id,
+                username: c.username.as_deref(),
+            };
+            self.settings.rewrite.publish(&w.topic, client)
+        });
         session.will = connect.will.as_ref().map(|w| {
-            let mut publish = Publish::new(w.topic.clone(), w.payload.clone());
+            let topic = will_topic.map_or_else(|| w.topic.clone(), MqttStr::from);
+            let mut publish = Publish::new(topic, w.payload.clone());
             publish.qos = w.qos;
             publish.retain = w.retain;
             let (wp, pp) = (&w.properties, &mut publish.properties);
@@ -1100,6 +1112,9 @@ impl Shard {
         }
         self.send(conn, &Packet::ConnAck(ack));
         self.events.push_back(Event::Resume(conn));
+        if !self.settings.auto_subscribe.is_empty() {
+            self.auto_subscribe(conn, sid);
+        }
         if self.settings.sys_client_events.0 {
             let c = self.conns.get(conn);
             let payload = format!(
@@ -1161,6 +1176,12 @@ impl Shard {
                     c.aliases.insert(alias, owned(&p.topic));
                 }
             }
+        }
+        if !self.settings.rewrite.publish_is_empty()
+            && let Some(topic) = self.rewrite_publish(conn, sid, &p.topic)
+        {
+            self.stats.topics_rewritten += 1;
+            p.topic = topic.into();
         }
         if p.qos > self.settings.max_qos_allowed {
             self.disconnect(conn, ReasonCode::QOS_NOT_SUPPORTED);
@@ -1266,6 +1287,30 @@ impl Shard {
             QoS::AtLeastOnce => self.send(conn, &Packet::PubAck(ack)),
             QoS::ExactlyOnce => self.send(conn, &Packet::PubRec(ack)),
         }
+    }
+
+    /// The client a topic of connection `conn` (session `sid`) is rewritten for.
+    fn rewrite_client(&self, conn: Key, sid: Key) -> Option<crate::rewrite::Client<'_>> {
+        let client_id = &self.sessions.get(sid)?.client_id;
+        Some(crate::rewrite::Client {
+            client_id,
+            username: self.conns.get(conn).and_then(|c| c.username.as_deref()),
+        })
+    }
+
+    /// The topic `rewrite` rules send a PUBLISH to `topic` to instead, if any.
+    fn rewrite_publish(&self, conn: Key, sid: Key, topic: &str) -> Option<String> {
+        let client = self.rewrite_client(conn, sid)?;
+        self.settings.rewrite.publish(topic, client)
+    }
+
+    /// The filter `rewrite` rules turn a SUBSCRIBE or UNSUBSCRIBE of `filter` into, if any.
+    fn rewrite_filter(&self, conn: Key, sid: Key, filter: &str) -> Option<String> {
+        if self.settings.rewrite.subscribe_is_empty() {
+            return None;
+        }
+        let client = self.rewrite_client(conn, sid)?;
+        self.settings.rewrite.filter(filter, client)
     }
 
     /// Accepts a message from session `sid` (a PUBLISH or its will) and routes it; returns
@@ -1711,7 +1756,9 @@ impl Shard {
                         ack,
                         retained,
                     } => {
-                        self.send(conn, &Packet::SubAck(*ack));
+                        if let Some(ack) = ack {
+                            self.send(conn, &Packet::SubAck(*ack));
+                        }
                         if let Some(r) = retained {
                             self.query_retained(*r);
                         }
@@ -2067,13 +2114,21 @@ impl Shard {
         }
     }
 
-    fn on_subscribe(&mut self, conn: Key, sid: Key, sub: Subscribe) {
+    /// Handles a SUBSCRIBE; `reply` is false for the broker's own (auto-subscribe), which gets
+    /// no SUBACK.
+    fn on_subscribe(&mut self, conn: Key, sid: Key, sub: Subscribe, reply: bool) {
         let mut announced = false;
         let mut retained_for: Vec<(MqttStr, SubEntry)> = Vec::new();
         let mut exclusive: Vec<(usize, MqttStr, SubEntry)> = Vec::new();
         let sub_id = sub.properties.subscription_identifier;
         let mut codes = Vec::with_capacity(sub.filters.len());
-        for s in sub.filters {
+        for mut s in sub.filters {
+            if topic::validate_topic_filter(&s.filter).is_ok()
+                && let Some(filter) = self.rewrite_filter(conn, sid, &s.filter)
+            {
+                self.stats.topics_rewritten += 1;
+                s.filter = filter.into();
+            }
             let rc = if topic::validate_topic_filter(&s.filter).is_err() {
                 ReasonCode::TOPIC_FILTER_INVALID
             } else if sub_id.is_some() && !self.settings.subscription_identifiers {
@@ -2178,6 +2233,7 @@ impl Shard {
                     conn,
                     sid,
                     ack,
+                    reply,
                     locks: exclusive,
                     waiting,
                     announced,
@@ -2198,15 +2254,51 @@ impl Shard {
             // route over the rings; answer once every shard has it.
             self.start_fence(FenceDone::SubAck {
                 conn,
-                ack: Box::new(ack),
+                ack: reply.then(|| Box::new(ack)),
                 retained,
             });
         } else {
-            self.send(conn, &Packet::SubAck(ack));
+            if reply {
+                self.send(conn, &Packet::SubAck(ack));
+            }
             if let Some(r) = retained {
                 self.query_retained(*r);
             }
         }
+    }
+
+    /// Subscribes a client that just connected to the `auto_subscribe.topics` filters, as if
+    /// it had sent the SUBSCRIBE itself (rewrite rules, limits and retained messages apply),
+    /// without a SUBACK.
+    fn auto_subscribe(&mut self, conn: Key, sid: Key) {
+        let (Some(c), Some(s)) = (self.conns.get(conn), self.sessions.get(sid)) else {
+            return;
+        };
+        let client = crate::rewrite::Client {
+            client_id: &s.client_id,
+            username: c.username.as_deref(),
+        };
+        let filters: Vec<Subscription> = self
+            .settings
+            .auto_subscribe
+            .iter()
+            .filter_map(|a| {
+                a.filter_for(client, c.peer).map(|f| Subscription {
+                    filter: f.into(),
+                    options: a.options,
+                })
+            })
+            .collect();
+        if filters.is_empty() {
+            return;
+        }
+        self.stats.auto_subscribed += filters.len() as u64;
+        let sub = Subscribe {
+            packet_id: 0,
+            properties: Default::default(),
+            filters,
+        };
+        self.on_subscribe(conn, sid, sub, false);
     }
 
     // ---- exclusive subscriptions ---------------------------------------------------------------
@@ -2297,10 +2389,10 @@ impl Shard {
         if announced && self.shards > 1 {
             self.start_fence(FenceDone::SubAck {
                 conn: p.conn,
-                ack: Box::new(p.ack),
+                ack: p.reply.then(|| Box::new(p.ack)),
                 retained: None,
             });
-        } else {
+        } else if p.reply {
             self.send(p.conn, &Packet::SubAck(p.ack));
         }
     }
@@ -2466,10 +2558,14 @@ impl Shard {
 
     fn on_unsubscribe(&mut self, conn: Key, sid: Key, unsub: Unsubscribe) {
         let mut codes = Vec::with_capacity(unsub.filters.len());
-        for f in unsub.filters {
+        for mut f in unsub.filters {
             if topic::validate_topic_filter(&f).is_err() {
                 codes.push(ReasonCode::TOPIC_FILTER_INVALID);
                 continue;
+            }
+            if let Some(filter) = self.rewrite_filter(conn, sid, &f) {
+                self.stats.topics_rewritten += 1;
+                f = filter.into();
             }
             let existed = self
                 .sessions

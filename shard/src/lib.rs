@@ -10,6 +10,7 @@ pub mod driver;
 pub mod message;
 pub mod out;
 pub mod retained;
+pub mod rewrite;
 pub mod ring;
 pub mod session;
 pub mod settings;

@@ -1,7 +1,10 @@
 //! The MQTT settings a shard enforces, already parsed and validated by the broker's
 //! configuration (EMQX key names in brackets).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::rewrite::{AutoSubscribe, Rewrite};
 
 /// Per-shard protocol settings. Cheap to clone; every shard holds its own copy.
 #[derive(Debug, Clone)]
@@ -82,6 +85,10 @@ pub struct Settings {
     /// Publish `$SYS/brokers/{node}/clients/{clientid}/connected` and `.../disconnected`
     /// (`sys_topics.sys_event_messages.client_connected` / `client_disconnected`).
     pub sys_client_events: (bool, bool),
+    /// Topic rewrite rules (`rewrite`).
+    pub rewrite: Arc<Rewrite>,
+    /// Subscriptions every client gets when it connects (`auto_subscribe.topics`).
+    pub auto_subscribe: Arc<[AutoSubscribe]>,
     /// Bytes buffered for a connection's socket beyond which QoS 0 deliveries are dropped
     /// rather than queued.
     pub max_write_buffer: usize,
@@ -124,6 +131,8 @@ impl Default for Settings {
             sys_msg_interval: Duration::from_secs(60),
             sys_heartbeat_interval: Duration::from_secs(30),
             sys_client_events: (true, true),
+            rewrite: Arc::default(),
+            auto_subscribe: Arc::new([]),
             max_write_buffer: 4 * 1024 * 1024,
             max_packets_per_read: 256,
         }

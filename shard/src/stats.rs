@@ -41,6 +41,10 @@ pub struct Stats {
     pub messages_forwarded: u64,
     /// Outgoing PUBLISH or PUBREL sent again.
     pub messages_retransmitted: u64,
+    /// Topics and filters changed by `rewrite` rules.
+    pub topics_rewritten: u64,
+    /// Subscriptions made for clients by `auto_subscribe`.
+    pub auto_subscribed: u64,
     /// SUBSCRIBE topic filters accepted.
     pub subscribes: u64,
     /// Published messages that matched no subscription.

@@ -26,6 +26,7 @@ mod load;
 mod malformed;
 mod mosquitto;
 mod retained;
+mod rewrite;
 mod shared;
 mod shutdown;
 mod sys;

@@ -29,7 +29,7 @@ pub use schema::{KEYS, Key};
 pub use value::{Kind, Value};
 
 use sources::Assignment;
-use value::{FromValue, Input};
+use value::{FromRecord, FromValue, Input, Record};
 
 /// The broker's configuration, validated and typed. Field docs name the key each comes from.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +51,48 @@ pub struct Config {
     pub sys_topics: SysTopics,
     /// `delayed.*`: delayed publish.
     pub delayed: Delayed,
+    /// `rewrite`: topic rewrite rules, in configuration order.
+    pub rewrite: Vec<RewriteRule>,
+    /// `auto_subscribe.*`: subscriptions made for every client.
+    pub auto_subscribe: AutoSubscribe,
+}
+
+/// One `rewrite` rule, with EMQX's field names.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RewriteRule {
+    /// `action`: what the rule applies to.
+    pub action: shard::rewrite::RewriteAction,
+    /// `source_topic`: the filter a topic must match.
+    pub source_topic: String,
+    /// `re`: the regular expression (validated) whose captures `dest_topic` uses.
+    pub re: String,
+    /// `dest_topic`: the template of the new topic.
+    pub dest_topic: String,
+}
+
+/// `auto_subscribe.*`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AutoSubscribe {
+    /// `topics`.
+    pub topics: Vec<AutoSubscribeTopic>,
+}
+
+/// One `auto_subscribe.topics` entry, with EMQX's field names.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AutoSubscribeTopic {
+    /// `topic`: the filter, with `${clientid}`, `${username}`, `${host}`, `${port}`.
+    pub topic: String,
+    /// `qos`.
+    pub qos: net::mqtt::QoS,
+    /// `rh`: Retain Handling, 0 to 2.
+    pub rh: net::mqtt::RetainHandling,
+    /// `rap`: Retain As Published.
+    pub rap: bool,
+    /// `nl`: No Local.
+    pub nl: bool,
 }
 
 /// `delayed.*`, with EMQX's names.
@@ -318,6 +360,10 @@ impl Config {
                 enable: v.get("delayed.enable")?,
                 max_delayed_messages: v.get("delayed.max_delayed_messages")?,
             },
+            rewrite: v.get("rewrite")?,
+            auto_subscribe: AutoSubscribe {
+                topics: v.get("auto_subscribe.topics")?,
+            },
             retainer: Retainer {
                 max_retained_messages: v.get("retainer.max_retained_messages")?,
                 max_payload_size: v.get("retainer.max_payload_size")?,
@@ -404,6 +450,41 @@ from_enum!(LogLevel {
     "info" => LogLevel::Info,
     "debug" => LogLevel::Debug,
 });
+
+from_enum!(shard::rewrite::RewriteAction {
+    "publish" => shard::rewrite::RewriteAction::Publish,
+    "subscribe" => shard::rewrite::RewriteAction::Subscribe,
+    "all" => shard::rewrite::RewriteAction::All,
+});
+
+impl FromRecord for RewriteRule {
+    fn from_record(r: &Record) -> Option<Self> {
+        Some(Self {
+            action: FromValue::from_value(r.get("action")?)?,
+            source_topic: FromValue::from_value(r.get("source_topic")?)?,
+            re: FromValue::from_value(r.get("re")?)?,
+            dest_topic: FromValue::from_value(r.get("dest_topic")?)?,
+        })
+    }
+}
+
+impl FromRecord for AutoSubscribeTopic {
+    fn from_record(r: &Record) -> Option<Self> {
+        let int = |name: &str| -> Option<u8> { FromValue::from_value(r.get(name)?) };
+        Some(Self {
+            topic: FromValue::from_value(r.get("topic")?)?,
+            qos: FromValue::from_value(r.get("qos")?)?,
+            rh: match int("rh")? {
+                0 => net::mqtt::RetainHandling::SendAtSubscribe,
+                1 => net::mqtt::RetainHandling::SendIfNew,
+                2 => net::mqtt::RetainHandling::DoNotSend,
+                _ => return None,
+            },
+            rap: int("rap")? == 1,
+            nl: int("nl")? == 1,
+        })
+    }
+}
 
 impl FromValue for Limit {
     fn from_value(value: &Value) -> Option<Self> {
@@ -529,7 +610,8 @@ impl Resolved {
                 .path
                 .rsplit_once('.')
                 .unwrap_or(("", setting.key.path));
-            if table != Some(parent) {
+            // Top-level keys come first in `KEYS`, before any table header.
+            if table != Some(parent) && !parent.is_empty() {
                 out.push_str(&format!("\n[{parent}]\n"));
                 table = Some(parent);
             }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::value::{DURATION_MAX, Kind};
+use super::value::{DURATION_MAX, Field, Kind};
 
 /// One known configuration key.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,8 +47,73 @@ const ANY_DURATION: Kind = duration(Duration::ZERO, DURATION_MAX);
 /// Largest value of a 32-bit unsigned integer, as the `u64` the kinds use.
 const U32_MAX: u64 = u32::MAX as u64;
 
+/// The fields of a `rewrite` rule.
+const REWRITE_FIELDS: &[Field] = &[
+    Field {
+        name: "action",
+        kind: Kind::Enum(&["publish", "subscribe", "all"]),
+        default: None,
+    },
+    Field {
+        name: "source_topic",
+        kind: Kind::Filter,
+        default: None,
+    },
+    Field {
+        name: "re",
+        kind: Kind::Regex,
+        default: None,
+    },
+    Field {
+        name: "dest_topic",
+        kind: Kind::Filter,
+        default: None,
+    },
+];
+
+/// The fields of an `auto_subscribe.topics` entry, with EMQX's names and defaults.
+const AUTO_SUBSCRIBE_FIELDS: &[Field] = &[
+    Field {
+        name: "topic",
+        kind: Kind::Filter,
+        default: None,
+    },
+    Field {
+        name: "qos",
+        kind: int(0, 2),
+        default: Some("0"),
+    },
+    Field {
+        name: "rh",
+        kind: int(0, 2),
+        default: Some("0"),
+    },
+    Field {
+        name: "rap",
+        kind: int(0, 1),
+        default: Some("0"),
+    },
+    Field {
+        name: "nl",
+        kind: int(0, 1),
+        default: Some("0"),
+    },
+];
+
 /// Every known key, grouped by table, in the order `broker config keys` lists them.
 pub static KEYS: &[Key] = &[
+    // --- top level (before any table, as TOML requires) ----------------------------------------
+    Key {
+        path: "rewrite",
+        kind: Kind::List {
+            fields: REWRITE_FIELDS,
+            max: 1000,
+        },
+        default: "[]",
+        doc: "Topic rewrite rules, as in EMQX: action (publish, subscribe or all), source_topic \
+              (a filter), re (a regular expression) and dest_topic ($N = capture N, \
+              ${clientid}, ${username}); the last matching rule applies.",
+    },
     // --- listeners ---------------------------------------------------------------------------
     Key {
         path: "listeners.tcp.default.bind",
@@ -269,6 +334,17 @@ pub static KEYS: &[Key] = &[
         kind: Kind::Bool,
         default: "true",
         doc: "Publish $SYS/brokers/{node}/clients/{clientid}/disconnected when it disconnects.",
+    },
+    // --- auto_subscribe ------------------------------------------------------------------------
+    Key {
+        path: "auto_subscribe.topics",
+        kind: Kind::List {
+            fields: AUTO_SUBSCRIBE_FIELDS,
+            max: 20,
+        },
+        default: "[]",
+        doc: "Subscriptions made for every client when it connects, as in EMQX: topic (with \
+              ${clientid}, ${username}, ${host}, ${port}), qos, rh, rap, nl.",
     },
     // --- delayed -----------------------------------------------------------------------------
     Key {

@@ -7,7 +7,7 @@ use toml_edit::{Item, TableLike};
 
 use super::error::{ConfigError, Origin};
 use super::schema::{self, ENV_PREFIX, Key};
-use super::value::{Input, Value};
+use super::value::{Input, Value, input_of_item};
 
 /// One validated setting from a source.
 #[derive(Debug, Clone)]
@@ -69,27 +69,34 @@ impl Walk<'_> {
                 .or_else(|| item.span());
             let line = span.map_or(1, |s| line_at(self.text, s.start));
             if let Some(key) = schema::find(&path) {
-                let Some(input) = input_of(item) else {
+                let Some(input) = input_of_item(item) else {
                     continue;
                 };
-                match key.kind.parse(&input) {
+                match key.kind.parse_setting(&input) {
                     Ok(value) => self.assignments.push(Assignment {
                         key,
                         value,
                         origin: self.origin(line),
                     }),
-                    Err(expected) => self.error(line, |origin| ConfigError::InvalidValue {
-                        origin,
-                        key: path.clone(),
-                        expected,
-                        got: input.to_string(),
-                    }),
+                    Err(rejected) => {
+                        // A bad record of a list is reported at its own line.
+                        let line = rejected
+                            .entry
+                            .and_then(|i| entry_span(item, i))
+                            .map_or(line, |s| line_at(self.text, s.start));
+                        self.error(line, |origin| ConfigError::InvalidValue {
+                            origin,
+                            key: format!("{path}{}", rejected.suffix),
+                            expected: rejected.expected,
+                            got: rejected.got.unwrap_or_else(|| input.to_string()),
+                        });
+                    }
                 }
             } else if schema::is_table(&path) {
                 match item.as_table_like() {
                     Some(inner) => self.table(inner, &path),
                     None => {
-                        let got = input_of(item).map_or_else(String::new, |i| i.to_string());
+                        let got = input_of_item(item).map_or_else(String::new, |i| i.to_string());
                         self.error(line, |origin| ConfigError::InvalidValue {
                             origin,
                             key: path.clone(),
@@ -149,20 +156,13 @@ impl Walk<'_> {
     }
 }
 
-/// The TOML value as the schema's parsers see it; `None` for an empty item.
-fn input_of(item: &Item) -> Option<Input<'_>> {
-    use toml_edit::Value as V;
-    Some(match item {
-        Item::None => return None,
-        Item::Value(V::String(s)) => Input::Str(s.value()),
-        Item::Value(V::Integer(i)) => Input::Int(*i.value()),
-        Item::Value(V::Float(f)) => Input::Float(*f.value()),
-        Item::Value(V::Boolean(b)) => Input::Bool(*b.value()),
-        Item::Value(V::Datetime(_)) => Input::Other("a date-time"),
-        Item::Value(V::Array(_)) => Input::Other("an array"),
-        Item::Value(V::InlineTable(_)) | Item::Table(_) => Input::Other("a table"),
-        Item::ArrayOfTables(_) => Input::Other("an array of tables"),
-    })
+/// Where entry `index` of a list-valued item is in the file.
+fn entry_span(item: &Item, index: usize) -> Option<std::ops::Range<usize>> {
+    match item {
+        Item::ArrayOfTables(tables) => tables.get(index)?.span(),
+        Item::Value(toml_edit::Value::Array(array)) => array.get(index)?.span(),
+        _ => None,
+    }
 }
 
 /// The 1-based line of a byte offset.
@@ -223,17 +223,17 @@ fn text_setting(origin: Origin, key: String, text: &str) -> Result<Assignment, C
         });
     };
     let input = Input::Str(text);
-    match known.kind.parse(&input) {
+    match known.kind.parse_setting(&input) {
         Ok(value) => Ok(Assignment {
             key: known,
             value,
             origin,
         }),
-        Err(expected) => Err(ConfigError::InvalidValue {
+        Err(rejected) => Err(ConfigError::InvalidValue {
             origin,
-            key,
-            expected,
-            got: input.to_string(),
+            key: format!("{key}{}", rejected.suffix),
+            expected: rejected.expected,
+            got: rejected.got.unwrap_or_else(|| input.to_string()),
         }),
     }
 }

@@ -466,6 +466,132 @@ fn effective_toml_reads_back_to_the_same_values() {
     assert_eq!(values(&again), values(&resolved));
 }
 
+const RULES: &str = r#"
+[[rewrite]]
+action = "publish"
+source_topic = "x/#"
+re = '^x/y/(.+)$'
+dest_topic = "z/y/$1"
+
+[[rewrite]]
+action = "all"
+source_topic = "a/+"
+re = "^a/(\\d+)$"
+dest_topic = "b/${clientid}/$1"
+
+[auto_subscribe]
+topics = [
+  { topic = "c/${clientid}", qos = 1 },
+  { topic = "$share/g/jobs", qos = 2, rh = 2, rap = 1, nl = 1 },
+]
+"#;
+
+#[test]
+fn lists_from_arrays_of_tables_and_inline_arrays() {
+    use shard::rewrite::RewriteAction;
+    let c = config(RULES, &[], &[]);
+    assert_eq!(c.rewrite.len(), 2);
+    assert_eq!(c.rewrite[0].action, RewriteAction::Publish);
+    assert_eq!(c.rewrite[0].source_topic, "x/#");
+    assert_eq!(c.rewrite[0].re, "^x/y/(.+)$");
+    assert_eq!(c.rewrite[0].dest_topic, "z/y/$1");
+    assert_eq!(c.rewrite[1].action, RewriteAction::All);
+    assert_eq!(c.rewrite[1].re, "^a/(\\d+)$");
+    let t = &c.auto_subscribe.topics;
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0].topic, "c/${clientid}");
+    assert_eq!(t[0].qos, net::mqtt::QoS::AtLeastOnce);
+    assert_eq!(t[0].rh, net::mqtt::RetainHandling::SendAtSubscribe);
+    assert!(!t[0].rap && !t[0].nl, "EMQX's defaults: 0");
+    assert_eq!(t[1].qos, net::mqtt::QoS::ExactlyOnce);
+    assert_eq!(t[1].rh, net::mqtt::RetainHandling::DoNotSend);
+    assert!(t[1].rap && t[1].nl);
+    assert!(Config::default().rewrite.is_empty());
+    assert!(Config::default().auto_subscribe.topics.is_empty());
+}
+
+#[test]
+fn lists_from_env_and_set_replace_the_file() {
+    let c = config(
+        RULES,
+        &[(
+            "BROKER_AUTO_SUBSCRIBE__TOPICS",
+            r#"[{topic = "env/${username}"}]"#,
+        )],
+        &[r##"rewrite=[{action="subscribe",source_topic="#",re="^(.*)$",dest_topic="all/$1"}]"##],
+    );
+    assert_eq!(c.rewrite.len(), 1);
+    assert_eq!(c.rewrite[0].dest_topic, "all/$1");
+    assert_eq!(c.auto_subscribe.topics.len(), 1);
+    assert_eq!(c.auto_subscribe.topics[0].topic, "env/${username}");
+    let c = config(RULES, &[], &["rewrite=[]"]);
+    assert!(c.rewrite.is_empty(), "an empty list clears the file's");
+}
+
+#[test]
+fn bad_lists_name_the_entry_field_and_line() {
+    let bad_re = RULES.replace("re = \"^a/(\\\\d+)$\"", "re = \"^a/(\\\\d+$\"");
+    assert_ne!(bad_re, RULES);
+    assert_eq!(
+        error(&bad_re, &[], &[]),
+        "broker.toml:8: rewrite[1].re: expected a regular expression, got \"^a/(\\\\d+$\""
+    );
+    let missing = RULES.replace("dest_topic = \"z/y/$1\"\n", "");
+    assert_eq!(
+        error(&missing, &[], &[]),
+        "broker.toml:2: rewrite[0]: expected the field \"dest_topic\", got none"
+    );
+    let unknown = RULES.replace("qos = 1 }", "qos = 1, retain = 1 }");
+    assert_eq!(
+        error(&unknown, &[], &[]),
+        "broker.toml:16: auto_subscribe.topics[0].retain: expected one of the fields topic, \
+         qos = 0, rh = 0, rap = 0, nl = 0, got an unknown field"
+    );
+    let qos = RULES.replace("qos = 2", "qos = 3");
+    assert_eq!(
+        error(&qos, &[], &[]),
+        "broker.toml:17: auto_subscribe.topics[1].qos: expected an integer from 0 to 2, got 3"
+    );
+    let filter = RULES.replace("source_topic = \"x/#\"", "source_topic = \"x/#/y\"");
+    assert_eq!(
+        error(&filter, &[], &[]),
+        "broker.toml:2: rewrite[0].source_topic: expected a valid MQTT topic filter, got \"x/#/y\""
+    );
+    assert_eq!(
+        error("rewrite = 5\n", &[], &[]),
+        "broker.toml:1: rewrite: expected a list of at most 1000 tables with the fields action, \
+         source_topic, re, dest_topic, got 5"
+    );
+    assert_eq!(
+        error("", &[], &["rewrite=[1]"]),
+        "--set rewrite=[1]: rewrite: expected a list of at most 1000 tables with the fields \
+         action, source_topic, re, dest_topic, got \"[1]\""
+    );
+    let many: Vec<String> = (0..21).map(|i| format!("{{topic = \"t/{i}\"}}")).collect();
+    let many = format!("auto_subscribe.topics = [{}]\n", many.join(", "));
+    assert_eq!(
+        error(&many, &[], &[]),
+        "broker.toml:1: auto_subscribe.topics: expected at most 20 entries, got 21"
+    );
+    assert!(
+        error("", &[("BROKER_REWRITE", "[{action = \"none\"}]")], &[])
+            .starts_with("env BROKER_REWRITE: rewrite[0].action: expected one of \"publish\""),
+    );
+}
+
+#[test]
+fn lists_read_back_from_the_effective_toml() {
+    let resolved = load(RULES, &[], &[]).unwrap();
+    let text = resolved.to_toml();
+    assert!(text.starts_with("# Effective"), "{text}");
+    assert!(
+        text.contains("\nrewrite = [{ action = \"publish\", source_topic = \"x/#\""),
+        "{text}"
+    );
+    let again = load(&text, &[], &[]).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(again.config(), resolved.config());
+}
+
 /// `docs/configuration.md` carries the reference table that `broker config keys --markdown`
 /// prints, so every key is documented with its current type and default.
 #[test]

@@ -48,6 +48,34 @@ pub enum Value {
     Infinity,
     /// `"disabled"`.
     Disabled,
+    /// A list of records (`rewrite`, `auto_subscribe.topics`), each with every field of its
+    /// kind, defaults filled in.
+    List(Vec<Record>),
+}
+
+/// One entry of a list-valued key: its fields in the order the kind declares them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// `(field name, value)`, every field of the kind.
+    pub fields: Vec<(&'static str, Value)>,
+}
+
+impl Record {
+    /// The value of field `name`.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.fields.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+/// One field of the records of a list-valued key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Field {
+    /// Its name in the record.
+    pub name: &'static str,
+    /// What it accepts (a scalar kind).
+    pub kind: Kind,
+    /// Its default, as a `--set` value; `None` makes the field required.
+    pub default: Option<&'static str>,
 }
 
 impl Value {
@@ -68,6 +96,20 @@ impl Value {
             Self::Enum(name) => quote(name),
             Self::Infinity => quote("infinity"),
             Self::Disabled => quote("disabled"),
+            Self::List(records) => {
+                let items: Vec<String> = records
+                    .iter()
+                    .map(|r| {
+                        let fields: Vec<String> = r
+                            .fields
+                            .iter()
+                            .map(|(name, v)| format!("{name} = {}", v.to_toml()))
+                            .collect();
+                        format!("{{ {} }}", fields.join(", "))
+                    })
+                    .collect();
+                format!("[{}]", items.join(", "))
+            }
         }
     }
 }
@@ -140,6 +182,33 @@ pub enum Kind {
         /// Largest value accepted.
         max: u64,
     },
+    /// A valid MQTT topic filter (wildcards allowed; `${...}` placeholders are ordinary text).
+    Filter,
+    /// A regular expression (Rust `regex` syntax: no look-around or back-references).
+    Regex,
+    /// A list of at most `max` records with these fields: an array of tables in the file
+    /// (`[[rewrite]]`), or an inline array (`[{ ... }, ...]`) there and in a variable or
+    /// `--set` value.
+    List {
+        /// The fields of each record.
+        fields: &'static [Field],
+        /// Most records accepted.
+        max: usize,
+    },
+}
+
+/// Why a setting was rejected: what the key (or a field of one of its records) expected and
+/// what it got.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Rejected {
+    /// For a list: the 0-based index of the offending record.
+    pub(crate) entry: Option<usize>,
+    /// Appended to the key in the message: `[1].re` for a field of a record.
+    pub(crate) suffix: String,
+    /// `expected ...`.
+    pub(crate) expected: String,
+    /// The value as written, when it is not the whole input's.
+    pub(crate) got: Option<String>,
 }
 
 /// Durations with no upper bound of their own stop here (about 584 million years), so that
@@ -149,11 +218,38 @@ pub(crate) const DURATION_MAX: Duration = Duration::from_millis(u64::MAX);
 impl Kind {
     /// Parses `input` as this kind, or says what was expected.
     pub(crate) fn parse(&self, input: &Input<'_>) -> Result<Value, String> {
-        self.try_parse(input).ok_or_else(|| self.expected())
+        self.parse_setting(input).map_err(|r| match r.got {
+            Some(got) => format!("{}: {}, got {got}", r.suffix, r.expected),
+            None => r.expected,
+        })
+    }
+
+    /// Parses `input` as this kind; a rejection of a list names the record and field.
+    pub(crate) fn parse_setting(&self, input: &Input<'_>) -> Result<Value, Rejected> {
+        if let Self::List { fields, max } = *self {
+            return parse_list(fields, max, input);
+        }
+        self.try_parse(input).ok_or_else(|| Rejected {
+            entry: None,
+            suffix: String::new(),
+            expected: self.expected(),
+            got: None,
+        })
     }
 
     fn try_parse(&self, input: &Input<'_>) -> Option<Value> {
         match *self {
+            Self::Filter => match *input {
+                Input::Str(s) if net::mqtt::topic::validate_topic_filter(s).is_ok() => {
+                    Some(Value::Name(s.to_owned()))
+                }
+                _ => None,
+            },
+            Self::Regex => match *input {
+                Input::Str(s) if regex::Regex::new(s).is_ok() => Some(Value::Name(s.to_owned())),
+                _ => None,
+            },
+            Self::List { .. } => None,
             Self::Bool => match *input {
                 Input::Bool(b) => Some(Value::Bool(b)),
                 Input::Str("true") => Some(Value::Bool(true)),
@@ -265,6 +361,12 @@ impl Kind {
             Self::IntOrDisabled { min, max } => {
                 format!("expected \"disabled\" or an integer from {min} to {max}")
             }
+            Self::Filter => "expected a valid MQTT topic filter".to_owned(),
+            Self::Regex => "expected a regular expression".to_owned(),
+            Self::List { fields, max } => format!(
+                "expected a list of at most {max} tables with the fields {}",
+                field_list(fields)
+            ),
         }
     }
 
@@ -290,7 +392,139 @@ impl Kind {
             Self::Enum(names) => names.join(" / "),
             Self::IntOrInfinity { min, max } => format!("infinity / integer {min}..={max}"),
             Self::IntOrDisabled { min, max } => format!("disabled / integer {min}..={max}"),
+            Self::Filter => "topic filter".to_owned(),
+            Self::Regex => "regex".to_owned(),
+            Self::List { fields, max } => {
+                format!("list (at most {max}) of {{{}}}", field_list(fields))
+            }
         }
+    }
+}
+
+/// `a, b (default 0)`: the fields of a record, for messages and the key listing.
+fn field_list(fields: &[Field]) -> String {
+    let names: Vec<String> = fields
+        .iter()
+        .map(|f| match f.default {
+            None => f.name.to_owned(),
+            Some(d) => format!("{} = {d}", f.name),
+        })
+        .collect();
+    names.join(", ")
+}
+
+/// Parses a list-valued setting: the text of a variable, `--set` value or default as a TOML
+/// array, or the array (of inline tables) or array of tables from the file.
+fn parse_list(fields: &'static [Field], max: usize, input: &Input<'_>) -> Result<Value, Rejected> {
+    let whole = |expected: String| Rejected {
+        entry: None,
+        suffix: String::new(),
+        expected,
+        got: None,
+    };
+    let expected = || Kind::List { fields, max }.expected();
+    let parsed;
+    let tables: Vec<&dyn toml_edit::TableLike> = match *input {
+        Input::Str(text) => {
+            parsed = text
+                .parse::<toml_edit::Value>()
+                .map_err(|_| whole(format!("{} (a TOML array such as [{{ ... }}])", expected())))?;
+            let Some(array) = parsed.as_array() else {
+                return Err(whole(expected()));
+            };
+            array_tables(array).ok_or_else(|| whole(expected()))?
+        }
+        Input::Array(array) => array_tables(array).ok_or_else(|| whole(expected()))?,
+        Input::Tables(tables) => tables
+            .iter()
+            .map(|t| t as &dyn toml_edit::TableLike)
+            .collect(),
+        _ => return Err(whole(expected())),
+    };
+    if tables.len() > max {
+        return Err(Rejected {
+            entry: Some(max),
+            suffix: String::new(),
+            expected: format!("expected at most {max} entries"),
+            got: Some(tables.len().to_string()),
+        });
+    }
+    let mut records = Vec::with_capacity(tables.len());
+    for (index, table) in tables.into_iter().enumerate() {
+        let reject = |suffix: String, expected: String, got: Option<String>| Rejected {
+            entry: Some(index),
+            suffix: format!("[{index}]{suffix}"),
+            expected,
+            got,
+        };
+        if let Some((name, _)) = table
+            .iter()
+            .find(|(name, _)| !fields.iter().any(|f| f.name == *name))
+        {
+            return Err(reject(
+                format!(".{name}"),
+                format!("expected one of the fields {}", field_list(fields)),
+                Some("an unknown field".to_owned()),
+            ));
+        }
+        let mut values = Vec::with_capacity(fields.len());
+        for field in fields {
+            let item = table.get(field.name);
+            let input = match (item.and_then(input_of_item), field.default) {
+                (Some(input), _) => input,
+                (None, Some(default)) => Input::Str(default),
+                (None, None) => {
+                    return Err(reject(
+                        String::new(),
+                        format!("expected the field \"{}\"", field.name),
+                        Some("none".to_owned()),
+                    ));
+                }
+            };
+            let value = field.kind.parse(&input).map_err(|expected| {
+                reject(
+                    format!(".{}", field.name),
+                    expected,
+                    Some(input.to_string()),
+                )
+            })?;
+            values.push((field.name, value));
+        }
+        records.push(Record { fields: values });
+    }
+    Ok(Value::List(records))
+}
+
+/// The inline tables of `array`, or `None` if an element is not one.
+fn array_tables(array: &toml_edit::Array) -> Option<Vec<&dyn toml_edit::TableLike>> {
+    array
+        .iter()
+        .map(|v| v.as_inline_table().map(|t| t as &dyn toml_edit::TableLike))
+        .collect()
+}
+
+/// A TOML item as the kinds' parsers see it; `None` for an empty item.
+pub(crate) fn input_of_item(item: &toml_edit::Item) -> Option<Input<'_>> {
+    use toml_edit::Item;
+    Some(match item {
+        Item::None => return None,
+        Item::Value(v) => input_of_value(v),
+        Item::Table(_) => Input::Other("a table"),
+        Item::ArrayOfTables(tables) => Input::Tables(tables),
+    })
+}
+
+/// A TOML value as the kinds' parsers see it.
+pub(crate) fn input_of_value(value: &toml_edit::Value) -> Input<'_> {
+    use toml_edit::Value as V;
+    match value {
+        V::String(s) => Input::Str(s.value()),
+        V::Integer(i) => Input::Int(*i.value()),
+        V::Float(f) => Input::Float(*f.value()),
+        V::Boolean(b) => Input::Bool(*b.value()),
+        V::Datetime(_) => Input::Other("a date-time"),
+        V::Array(a) => Input::Array(a),
+        V::InlineTable(_) => Input::Other("a table"),
     }
 }
 
@@ -322,7 +556,7 @@ fn any_ipv4(port: u16) -> SocketAddr {
 }
 
 /// A setting as a source gave it, before the schema has looked at it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Input<'a> {
     /// A TOML string, or the whole text of an environment variable or `--set` value.
     Str(&'a str),
@@ -332,7 +566,11 @@ pub(crate) enum Input<'a> {
     Float(f64),
     /// A TOML boolean.
     Bool(bool),
-    /// Anything else, named for the error message ("a table", "an array", ...).
+    /// A TOML array.
+    Array(&'a toml_edit::Array),
+    /// A TOML array of tables (`[[name]]`).
+    Tables(&'a toml_edit::ArrayOfTables),
+    /// Anything else, named for the error message ("a table", "a date-time", ...).
     Other(&'static str),
 }
 
@@ -344,6 +582,8 @@ impl fmt::Display for Input<'_> {
             Self::Int(i) => write!(f, "{i}"),
             Self::Float(x) => write!(f, "{x:?}"),
             Self::Bool(b) => write!(f, "{b}"),
+            Self::Array(_) => f.write_str("an array"),
+            Self::Tables(_) => f.write_str("an array of tables"),
             Self::Other(what) => f.write_str(what),
         }
     }
@@ -523,6 +763,21 @@ impl FromValue for net::mqtt::QoS {
     fn from_value(value: &Value) -> Option<Self> {
         match value {
             Value::Int(n) => Self::from_u8(u8::try_from(*n).ok()?),
+            _ => None,
+        }
+    }
+}
+
+/// Converts one record of a list-valued key into its `Config` type; `None` as for
+/// [`FromValue`].
+pub(crate) trait FromRecord: Sized {
+    fn from_record(record: &Record) -> Option<Self>;
+}
+
+impl<T: FromRecord> FromValue for Vec<T> {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::List(records) => records.iter().map(T::from_record).collect(),
             _ => None,
         }
     }
