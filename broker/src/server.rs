@@ -233,7 +233,7 @@ impl ServeSpec {
         let tcp = &config.listeners.tcp.default;
         Self {
             cores,
-            cpus: crate::cpus::affinity(),
+            cpus: config.shard.pin_cpus.then(crate::cpus::affinity).flatten(),
             settings,
             tcp: tcp.enable.then_some(tcp.bind),
             tcp_max_connections: match tcp.max_connections {

@@ -495,6 +495,8 @@ pub struct Shard {
     /// Retained messages of the topics this shard owns.
     retained: RetainedIndex<Retained>,
     retained_sweep_armed: bool,
+    /// Topics of the broker's own retained messages on this shard (outside the quota).
+    retained_own: Vec<MqttStr>,
     /// Shared subscription groups by key (a hash of group name and filter, the same on every
     /// shard), and the index from filters to group keys.
     groups: HashMap<u64, Group>,
@@ -572,6 +574,7 @@ impl Shard {
             shutting_down: false,
             retained: RetainedIndex::new(),
             retained_sweep_armed: false,
+            retained_own: Vec::new(),
             groups: HashMap::new(),
             group_index: TopicTrie::new(),
             group_scratch: Vec::new(),
@@ -664,6 +667,8 @@ impl Shard {
             a.messages_sent += b.messages_sent;
             a.packets_received += b.packets_received;
             a.packets_sent += b.packets_sent;
+            a.bytes_received += b.bytes_received;
+            a.bytes_sent += b.bytes_sent;
             a.messages_retransmitted += b.messages_retransmitted;
             a.connections_established += b.connections_established;
             a.connections_closed += b.connections_closed;
@@ -689,6 +694,8 @@ impl Shard {
             ("metrics/messages/retransmitted", st.messages_retransmitted),
             ("metrics/packets/received", st.packets_received),
             ("metrics/packets/sent", st.packets_sent),
+            ("metrics/bytes/received", st.bytes_received),
+            ("metrics/bytes/sent", st.bytes_sent),
             ("metrics/client/connected", st.connections_established),
             ("metrics/client/disconnected", st.connections_closed),
         ];
@@ -750,11 +757,13 @@ impl Shard {
                 // reading it until its socket drains, so this buffer stays bounded.
                 break Read::WriteBlocked;
             }
+            let before = buf.len();
             match c.decoder.decode(buf) {
                 Ok(Some(packet)) => {
                     budget -= 1;
                     c.last_rx = now;
                     self.stats.packets_received += 1;
+                    self.stats.bytes_received += (before - buf.len()) as u64;
                     self.handle_packet(now, conn, packet);
                     // A registration on this very shard completes right away.
                     self.drain_local(now);
@@ -839,7 +848,10 @@ impl Shard {
     /// Moves the bytes queued for `conn` into `into`, oldest first.
     pub fn take_output(&mut self, conn: Key, into: &mut Vec<Bytes>) {
         if let Some(c) = self.conns.get_mut(conn) {
+            let from = into.len();
             c.out.take(into);
+            let bytes: usize = into[from..].iter().map(Bytes::len).sum();
+            self.stats.bytes_sent += bytes as u64;
         }
     }
 
@@ -2516,6 +2528,12 @@ impl Shard {
     /// Stores, replaces or (empty payload, 3.3.1.3) clears the retained message of a topic this
     /// shard owns.
     fn store_retained(&mut self, now: Instant, msg: &Arc<Message>) {
+        // The broker's own retained messages (`$SYS/.../version`, `sysdescr`) do not count
+        // against `retainer.max_retained_messages`.
+        let broker_own = msg.origin.session == SYS_SESSION;
+        if !broker_own {
+            self.retained_own.retain(|t| *t != msg.topic);
+        }
         if msg.payload.is_empty() {
             self.retained.remove(&msg.topic);
             return;
@@ -2525,7 +2543,8 @@ impl Shard {
             return;
         }
         let max = self.settings.max_retained_messages;
-        if max > 0 && self.retained.len() >= max && self.retained.get(&msg.topic).is_none() {
+        let stored = self.retained.len().saturating_sub(self.retained_own.len());
+        if max > 0 && !broker_own && stored >= max && self.retained.get(&msg.topic).is_none() {
             self.stats.retained_dropped_full += 1;
             return;
         }
@@ -2538,6 +2557,9 @@ impl Shard {
             (!e.is_zero()).then(|| now + e)
         });
         let topic = own.topic.clone();
+        if broker_own && !self.retained_own.contains(&topic) {
+            self.retained_own.push(topic.clone());
+        }
         self.retained.insert(
             &topic,
             Retained {

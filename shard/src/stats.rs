@@ -25,6 +25,10 @@ pub struct Stats {
     pub sessions_expired: u64,
     /// Packets decoded.
     pub packets_received: u64,
+    /// Bytes of complete packets read from clients.
+    pub bytes_received: u64,
+    /// Bytes handed to the sockets of clients.
+    pub bytes_sent: u64,
     /// Packets encoded.
     pub packets_sent: u64,
     /// Malformed packets and protocol errors.

@@ -201,6 +201,25 @@ fn store_limits() {
     assert_eq!(got(&mut sim, s), [r("l/1", "a2"), r("l/2", "b")]);
 }
 
+/// The broker's own retained `$SYS` messages (version, sysdescr) do not use up the quota.
+#[test]
+fn sys_messages_are_outside_the_store_limit() {
+    let mut st = settings();
+    st.max_retained_messages = 2;
+    let mut sim = Sim::new(1, st);
+    sim.start_clocks(1_764_143_627_000);
+    let (p, _) = sim.connect(0, ProtocolVersion::V5, "pub", true, 0);
+    retain(&mut sim, p, "l/1", "a", QoS::AtLeastOnce);
+    retain(&mut sim, p, "l/2", "b", QoS::AtLeastOnce);
+    retain(&mut sim, p, "l/3", "c", QoS::AtLeastOnce);
+    assert_eq!(sim.stat(|s| s.retained_dropped_full), 1);
+    let (s, _) = sim.connect(0, ProtocolVersion::V5, "sub", true, 0);
+    sim.subscribe(s, "l/#", QoS::AtLeastOnce);
+    assert_eq!(got(&mut sim, s), [r("l/1", "a"), r("l/2", "b")]);
+    sim.subscribe(s, "$SYS/brokers/+/version", QoS::AtLeastOnce);
+    assert_eq!(got(&mut sim, s).len(), 1, "the version is stored too");
+}
+
 #[test]
 fn a_will_with_retain_is_stored() {
     let mut sim = Sim::new(2, settings());

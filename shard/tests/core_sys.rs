@@ -50,6 +50,17 @@ fn version_is_retained_and_statistics_cover_every_shard() {
     assert_eq!(got[&format!("{NODE}/stats/subscriptions/count")], "2");
     assert!(got.contains_key(&format!("{NODE}/uptime")));
     assert!(got[&format!("{NODE}/datetime")].starts_with("2025-11-26T07:54"));
+    let bytes = |got: &HashMap<String, String>, dir: &str| -> u64 {
+        got[&format!("{NODE}/metrics/bytes/{dir}")].parse().unwrap()
+    };
+    let (rx0, tx0) = (bytes(&got, "received"), bytes(&got, "sent"));
+    assert!(rx0 > 0 && tx0 > 0, "{rx0} {tx0}");
+    // 1 KiB published from shard 0 and delivered to `a`: both directions grow by at least it.
+    sim.publish(a, "x/big", "z".repeat(1024), QoS::AtMostOnce);
+    sim.advance(Duration::from_secs(21));
+    let got = by_topic(&mut sim, watch);
+    assert!(bytes(&got, "received") >= rx0 + 1024, "{got:?}");
+    assert!(bytes(&got, "sent") >= tx0 + 1024, "{got:?}");
 }
 
 #[test]

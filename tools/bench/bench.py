@@ -401,6 +401,10 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--only", default="mosquitto,ours,rumqttd")
+    ap.add_argument("--scenarios", default=None,
+                    help="comma-separated scenario keys to run (default: all)")
+    ap.add_argument("--latency-rate", type=int, default=None,
+                    help="rate of the latency scenario instead of 50 %% of Mosquitto's fan-in")
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--out", default=None)
     ap.add_argument("--cmdline", default="")
@@ -425,6 +429,9 @@ def main():
         notes.append("mosquitto not installed; skipped")
 
     scs = scenarios(a.duration)
+    if a.scenarios:
+        keep = a.scenarios.split(",")
+        scs = [sc for sc in scs if sc[0] in keep]
     with open("/proc/loadavg") as f:
         load0 = " ".join(f.read().split()[:3])
     others = subprocess.run(["ps", "-eo", "pid,pcpu,rss,etime,comm", "--sort=-pcpu"],
@@ -441,7 +448,9 @@ def main():
         print(f"note: {n}", file=sys.stderr)
 
     results = []
-    latency_rate = None
+    latency_rate = a.latency_rate
+    if latency_rate:
+        meta["latency_rate"] = latency_rate
     for b in brokers:
         for key, title, args in scs:
             args = list(args)
@@ -458,7 +467,8 @@ def main():
             f = figures(r)
             print(f"   -> {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in f.items()})}"
                   if f else f"   -> FAILED: {r.get('error')}", file=sys.stderr, flush=True)
-            if b.name == "mosquitto" and key == "fan-in" and f.get("delivered_per_s"):
+            if (b.name == "mosquitto" and key == "fan-in" and f.get("delivered_per_s")
+                    and a.latency_rate is None):
                 latency_rate = int(f["delivered_per_s"] * 0.5)
                 meta["latency_rate"] = latency_rate
         # Storm RSS and the rest are per broker; keep the raw record of every run.

@@ -283,6 +283,8 @@ pub struct Shard {
     pub ring_capacity: usize,
     /// `max_events_per_turn`: ring messages and completions handled per loop turn.
     pub max_events_per_turn: usize,
+    /// `pin_cpus`: pin each shard thread to its own CPU.
+    pub pin_cpus: bool,
 }
 
 impl Config {
@@ -349,6 +351,7 @@ impl Config {
             shard: Shard {
                 ring_capacity: v.get("shard.ring_capacity")?,
                 max_events_per_turn: v.get("shard.max_events_per_turn")?,
+                pin_cpus: v.get("shard.pin_cpus")?,
             },
             sys_topics: SysTopics {
                 sys_msg_interval: v.get("sys_topics.sys_msg_interval")?,

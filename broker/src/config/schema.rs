@@ -404,6 +404,14 @@ pub static KEYS: &[Key] = &[
               a full ring pauses the producer.",
     },
     Key {
+        path: "shard.pin_cpus",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "Pin shard i to the i-th CPU of the process's affinity mask. Off by default: a \
+              pinned shard sharing its CPU with busy processes of another session can be \
+              starved for seconds (see docs/benchmarks.md).",
+    },
+    Key {
         path: "shard.max_events_per_turn",
         kind: int(1, 1 << 20),
         default: "256",
