@@ -25,11 +25,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use net::mqtt::{
-    Ack, ConnAck, Connect, Decoder, Delivery, Disconnect, Error, MqttStr, Packet, ProtocolVersion,
-    Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, Subscription, UnsubAck,
-    Unsubscribe, topic,
+    Ack, Auth, ConnAck, Connect, Decoder, Delivery, Disconnect, Error, MqttStr, Packet,
+    ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, Subscription,
+    UnsubAck, Unsubscribe, topic,
 };
 
+use crate::auth::{AuthClient, AuthExchange, AuthStep};
 use crate::message::{Message, Origin, detach};
 use crate::out::OutQueue;
 use crate::retained::{Completion, RetainedIndex};
@@ -411,6 +412,8 @@ enum Timer {
 enum ConnState {
     /// Waiting for CONNECT.
     AwaitConnect,
+    /// CONNECT with an Authentication Method received: the exchange runs (AUTH packets).
+    Authenticating(Box<Connect>, Box<dyn AuthExchange>),
     /// CONNECT received, waiting for the registry.
     Registering(Box<Connect>),
     /// CONNACK sent; the session is attached.
@@ -450,6 +453,19 @@ struct Conn {
     out_aliases: Option<Box<crate::alias::OutAliases>>,
     /// Request Problem Information (MQTT 5, default true): Reason Strings may be sent.
     problem_information: bool,
+    /// Enhanced authentication (MQTT 5), for a client that connected with a method.
+    auth: Option<Box<ConnAuth>>,
+}
+
+/// A connection's enhanced authentication (4.12): boxed, as few clients use it.
+#[derive(Debug)]
+struct ConnAuth {
+    /// The Authentication Method of CONNECT.
+    method: MqttStr,
+    /// Authentication Data for CONNACK (the last step's).
+    data: Option<Bytes>,
+    /// A re-authentication in progress.
+    reauth: Option<Box<dyn AuthExchange>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -730,6 +746,7 @@ impl Shard {
             username: None,
             out_aliases: None,
             problem_information: true,
+            auth: None,
         });
         self.stats.connections_accepted += 1;
         self.arm(now + self.settings.idle_timeout, Timer::ConnectTimeout(key));
@@ -883,6 +900,15 @@ impl Shard {
                 }
                 return;
             }
+            ConnState::Authenticating(..) => {
+                match packet {
+                    Packet::Auth(a) => self.on_connect_auth(conn, a),
+                    Packet::Disconnect(_) => self.close(conn),
+                    // Only AUTH and DISCONNECT may come before CONNACK here (4.12).
+                    _ => self.refuse(conn, ReasonCode::PROTOCOL_ERROR),
+                }
+                return;
+            }
             // handle_read stops decoding while registering.
             ConnState::Registering(_) | ConnState::Closing => return,
             ConnState::Connected => match c.session {
@@ -900,7 +926,7 @@ impl Shard {
             Packet::Unsubscribe(u) => self.on_unsubscribe(conn, session, u),
             Packet::PingReq => self.send(conn, &Packet::PingResp),
             Packet::Disconnect(d) => self.on_disconnect(conn, session, d),
-            Packet::Auth(_) => self.disconnect(conn, ReasonCode::PROTOCOL_ERROR),
+            Packet::Auth(a) => self.on_reauth(conn, a),
             // The decoder refuses these in the server role.
             Packet::Connect(_)
             | Packet::ConnAck(_)
@@ -925,11 +951,6 @@ impl Shard {
             self.refuse(conn, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
             return;
         }
-        if connect.properties.authentication_method.is_some() {
-            // No enhanced authentication method is configured (4.12).
-            self.refuse(conn, ReasonCode::BAD_AUTHENTICATION_METHOD);
-            return;
-        }
         if let Some(w) = &connect.will {
             if w.retain && !self.settings.retain_available {
                 self.refuse(conn, ReasonCode::RETAIN_NOT_SUPPORTED);
@@ -940,6 +961,172 @@ impl Shard {
                 return;
             }
         }
+        if let Some(method) = connect.properties.authentication_method.clone() {
+            // Enhanced authentication (4.12): the configured hook runs the exchange.
+            let client = AuthClient {
+                client_id: &connect.client_id,
+                username: connect.username.as_deref(),
+                peer: c.peer,
+            };
+            let Some(exchange) = self
+                .settings
+                .enhanced_auth
+                .as_ref()
+                .and_then(|a| a.begin(&method, client))
+            else {
+                self.refuse(conn, ReasonCode::BAD_AUTHENTICATION_METHOD);
+                return;
+            };
+            c.auth = Some(Box::new(ConnAuth {
+                method: owned(&method),
+                data: None,
+                reauth: None,
+            }));
+            let data = connect.properties.authentication_data.take();
+            c.state = ConnState::Authenticating(connect, exchange);
+            self.auth_step(conn, data);
+            return;
+        }
+        self.register(conn, connect);
+    }
+
+    /// An AUTH packet while the CONNECT exchange runs.
+    fn on_connect_auth(&mut self, conn: Key, auth: Auth) {
+        let Some(c) = self.conns.get(conn) else {
+            return;
+        };
+        if auth.reason_code != ReasonCode::CONTINUE_AUTHENTICATION
+            || auth.properties.authentication_method.as_deref()
+                != c.auth.as_ref().map(|a| &*a.method)
+        {
+            // 4.12: the client continues with 0x18 and the same method.
+            self.refuse(conn, ReasonCode::PROTOCOL_ERROR);
+            return;
+        }
+        self.auth_step(conn, auth.properties.authentication_data);
+    }
+
+    /// Runs one step of the CONNECT exchange with the client's `data`.
+    fn auth_step(&mut self, conn: Key, data: Option<Bytes>) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let ConnState::Authenticating(_, exchange) = &mut c.state else {
+            return;
+        };
+        match exchange.step(data.as_deref()) {
+            AuthStep::Continue(challenge) => {
+                let method = c.auth.as_ref().map(|a| a.method.clone());
+                self.send_auth(
+                    conn,
+                    ReasonCode::CONTINUE_AUTHENTICATION,
+                    method,
+                    Some(challenge),
+                );
+            }
+            AuthStep::Fail(rc) => self.refuse(conn, rc),
+            AuthStep::Success(final_data) => {
+                if let Some(a) = c.auth.as_mut() {
+                    a.data = final_data;
+                }
+                let ConnState::Authenticating(connect, _) =
+                    std::mem::replace(&mut c.state, ConnState::AwaitConnect)
+                else {
+                    return;
+                };
+                self.stats.enhanced_auth_success += 1;
+                self.register(conn, connect);
+            }
+        }
+    }
+
+    /// An AUTH packet after CONNACK: re-authentication (4.12.1).
+    fn on_reauth(&mut self, conn: Key, auth: Auth) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let (username, peer) = (c.username.clone(), c.peer);
+        let Some(a) = c
+            .auth
+            .as_mut()
+            .filter(|a| auth.properties.authentication_method.as_deref() == Some(&*a.method))
+        else {
+            // No method at CONNECT, or another one now.
+            self.disconnect(conn, ReasonCode::PROTOCOL_ERROR);
+            return;
+        };
+        let data = auth.properties.authentication_data.as_deref();
+        let step = match (auth.reason_code, &mut a.reauth) {
+            (ReasonCode::RE_AUTHENTICATE, reauth) => {
+                let client = AuthClient {
+                    client_id: "",
+                    username: username.as_deref(),
+                    peer,
+                };
+                let begun = self
+                    .settings
+                    .enhanced_auth
+                    .as_ref()
+                    .and_then(|h| h.begin(&a.method, client));
+                let Some(mut exchange) = begun else {
+                    self.disconnect(conn, ReasonCode::BAD_AUTHENTICATION_METHOD);
+                    return;
+                };
+                let step = exchange.step(data);
+                *reauth = Some(exchange);
+                step
+            }
+            (ReasonCode::CONTINUE_AUTHENTICATION, Some(exchange)) => exchange.step(data),
+            _ => {
+                self.disconnect(conn, ReasonCode::PROTOCOL_ERROR);
+                return;
+            }
+        };
+        let method = Some(a.method.clone());
+        if !matches!(step, AuthStep::Continue(_)) {
+            a.reauth = None;
+        }
+        match step {
+            AuthStep::Continue(challenge) => {
+                self.send_auth(
+                    conn,
+                    ReasonCode::CONTINUE_AUTHENTICATION,
+                    method,
+                    Some(challenge),
+                );
+            }
+            AuthStep::Success(data) => {
+                self.stats.enhanced_auth_success += 1;
+                self.send_auth(conn, ReasonCode::SUCCESS, method, data);
+            }
+            AuthStep::Fail(rc) => self.disconnect(conn, rc),
+        }
+    }
+
+    fn send_auth(
+        &mut self,
+        conn: Key,
+        reason_code: ReasonCode,
+        method: Option<MqttStr>,
+        data: Option<Bytes>,
+    ) {
+        let mut auth = Auth {
+            reason_code,
+            ..Auth::default()
+        };
+        auth.properties.authentication_method = method;
+        auth.properties.authentication_data = data;
+        self.send(conn, &Packet::Auth(auth));
+    }
+
+    /// The CONNECT is accepted (authenticated, if it asked to be): register the client id
+    /// with its owner shard, which answers with the session.
+    fn register(&mut self, conn: Key, mut connect: Box<Connect>) {
+        let v = connect.protocol;
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let empty = connect.client_id.is_empty();
         // Strings kept for the life of a session are copied out of the read buffer: a slice
         // would pin the whole buffer it was read into.
         connect.client_id = owned(&connect.client_id);
@@ -1093,6 +1280,10 @@ impl Shard {
             let p = &mut ack.properties;
             if assigned {
                 p.assigned_client_identifier = Some(connect.client_id.clone());
+            }
+            if let Some(a) = self.conns.get_mut(conn).and_then(|c| c.auth.as_mut()) {
+                p.authentication_method = Some(a.method.clone());
+                p.authentication_data = a.data.take();
             }
             p.receive_maximum = Some(s.max_awaiting_rel.clamp(1, 65535) as u16);
             p.maximum_packet_size = Some(s.max_packet_size);
@@ -3194,11 +3385,13 @@ impl Shard {
                 }
             }
             Timer::ConnectTimeout(conn) => {
-                if self
-                    .conns
-                    .get(conn)
-                    .is_some_and(|c| matches!(c.state, ConnState::AwaitConnect))
-                {
+                if self.conns.get(conn).is_some_and(|c| {
+                    matches!(
+                        c.state,
+                        ConnState::AwaitConnect | ConnState::Authenticating(..)
+                    )
+                }) {
+                    // An enhanced authentication exchange must finish in the same time.
                     self.stats.connect_timeouts += 1;
                     self.close(conn);
                 }

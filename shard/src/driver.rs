@@ -1,6 +1,6 @@
 //! The monoio driver of one shard: a thin loop around the sans-IO [`Shard`].
 //!
-//! One thread per shard, pinned to its core, runs one monoio runtime (io_uring, or epoll where
+//! One thread per shard (pinned to a CPU if the spec says so) runs one monoio runtime (io_uring, or epoll where
 //! io_uring is unavailable or `node.driver = "epoll"`). Inside it:
 //!
 //! - an accept task per listener (each shard has its own `SO_REUSEPORT` socket);

@@ -5,6 +5,7 @@
 //! cores; [`trie`] the subscription index.
 
 pub mod alias;
+pub mod auth;
 pub mod core;
 pub mod driver;
 pub mod message;

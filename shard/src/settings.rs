@@ -85,6 +85,8 @@ pub struct Settings {
     /// Publish `$SYS/brokers/{node}/clients/{clientid}/connected` and `.../disconnected`
     /// (`sys_topics.sys_event_messages.client_connected` / `client_disconnected`).
     pub sys_client_events: (bool, bool),
+    /// Enhanced authentication methods (MQTT 5 AUTH); `None` refuses every method with 0x8C.
+    pub enhanced_auth: Option<Arc<dyn crate::auth::EnhancedAuth>>,
     /// Topic rewrite rules (`rewrite`).
     pub rewrite: Arc<Rewrite>,
     /// Subscriptions every client gets when it connects (`auto_subscribe.topics`).
@@ -131,6 +133,7 @@ impl Default for Settings {
             sys_msg_interval: Duration::from_secs(60),
             sys_heartbeat_interval: Duration::from_secs(30),
             sys_client_events: (true, true),
+            enhanced_auth: None,
             rewrite: Arc::default(),
             auto_subscribe: Arc::new([]),
             max_write_buffer: 4 * 1024 * 1024,

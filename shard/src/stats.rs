@@ -11,6 +11,8 @@ pub struct Stats {
     pub connections_established: u64,
     /// CONNECT refused with a CONNACK error code.
     pub connections_refused: u64,
+    /// Enhanced authentication exchanges that succeeded (at CONNECT or re-authentication).
+    pub enhanced_auth_success: u64,
     /// Established connections that ended.
     pub connections_closed: u64,
     /// No CONNECT within `mqtt.idle_timeout`.
