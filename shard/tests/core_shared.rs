@@ -98,6 +98,53 @@ fn hash_topic_and_sticky_keep_a_member() {
 }
 
 #[test]
+fn round_robin_per_group_takes_turns() {
+    let mut sim = sim_with(SharedStrategy::RoundRobinPerGroup);
+    let (m, p) = members(&mut sim, "$share/g/r/#");
+    for i in 0..9 {
+        sim.publish(p, &format!("r/{i}"), "x", QoS::AtLeastOnce);
+    }
+    // In turn: no member gets two messages before every member has one.
+    let per_message: Vec<usize> = (0..9)
+        .map(|i| {
+            let topic = format!("r/{i}");
+            m.iter()
+                .position(|&c| sim.peek(c).iter().any(|pk| matches!(pk, net::mqtt::Packet::Publish(pb) if pb.topic.as_ref() as &str == topic)))
+                .unwrap_or_else(|| panic!("{topic} delivered to no member"))
+        })
+        .collect();
+    for window in per_message.chunks(3) {
+        let mut w = window.to_vec();
+        w.sort_unstable();
+        assert_eq!(w, [0, 1, 2], "{per_message:?}");
+    }
+}
+
+#[test]
+fn hash_clientid_keeps_each_publisher_on_one_member() {
+    let mut sim = sim_with(SharedStrategy::HashClientid);
+    let (m, _) = members(&mut sim, "$share/g/c/#");
+    let mut owner_of = Vec::new();
+    for n in 0..6 {
+        let (p, _) = sim.connect(n % 4, ProtocolVersion::V5, &format!("pub-{n}"), true, 0);
+        for i in 0..5 {
+            sim.publish(p, &format!("c/{i}"), "x", QoS::AtLeastOnce);
+        }
+        let got = counts(&mut sim, &m);
+        assert_eq!(
+            got.iter().filter(|&&k| k == 5).count(),
+            1,
+            "publisher {n}: all of its messages to one member, {got:?}"
+        );
+        owner_of.push(got.iter().position(|&k| k == 5).unwrap());
+    }
+    // Six publishers over three members: not all on the same one (a hash, not a constant).
+    owner_of.sort_unstable();
+    owner_of.dedup();
+    assert!(owner_of.len() > 1, "{owner_of:?}");
+}
+
+#[test]
 fn local_prefers_a_member_on_the_publishing_shard() {
     let mut sim = sim_with(SharedStrategy::Local);
     let (m, _) = members(&mut sim, "$share/g/l");
