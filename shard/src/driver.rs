@@ -323,7 +323,7 @@ async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<Co
     *io.canceller.borrow_mut() = Some(canceller);
     // Idle connections keep a small buffer; a read that fills it doubles the next one, up to
     // MAX_READ, so busy connections read in large chunks.
-    const MIN_READ: usize = 256;
+    const MIN_READ: usize = 64;
     const MAX_READ: usize = 64 * 1024;
     let mut chunk = MIN_READ;
     let mut buf = BytesMut::with_capacity(chunk);
