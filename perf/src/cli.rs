@@ -81,7 +81,8 @@ pub(crate) struct Common {
     #[arg(long, value_delimiter = ',')]
     pub(crate) ifaddr: Vec<IpAddr>,
     /// Length of the measured phase (e.g. 10, 10s, 500ms, 2m), counted from the moment every
-    /// client has connected; without it the run lasts until its limit or Ctrl-C.
+    /// client has connected (after the --warmup, where there is one); without it the run lasts
+    /// until its limit or Ctrl-C.
     #[arg(long, value_parser = parse_duration)]
     pub(crate) duration: Option<Duration>,
     /// Generator threads, each with its own runtime and its share of the clients
@@ -133,6 +134,19 @@ pub(crate) struct SubArgs {
     /// Subscription QoS.
     #[arg(short = 'q', long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub(crate) qos: u8,
+    #[command(flatten)]
+    pub(crate) warmup: WarmupOpts,
+}
+
+/// The warm-up of `perf sub`, `perf pub` and `perf bench`.
+#[derive(Debug, Args)]
+pub(crate) struct WarmupOpts {
+    /// Warm-up before the measured phase (same syntax as --duration; 0: none). Messages whose
+    /// intended send time falls in it are published, received and checked for loss, duplicates
+    /// and order, but not timed and not counted in the measured counts and rates;
+    /// --duration starts after it.
+    #[arg(long, value_parser = parse_duration, default_value = "0")]
+    pub(crate) warmup: Duration,
 }
 
 /// What `perf pub` and `perf bench` publish.
@@ -144,7 +158,7 @@ pub(crate) struct PublishOpts {
     /// Payload size in bytes (at least 32: the measurement header).
     #[arg(short = 's', long, default_value_t = 256)]
     pub(crate) size: usize,
-    /// Most messages each publisher sends (0: no limit).
+    /// Most messages each publisher sends, warm-up included (0: no limit).
     #[arg(short = 'L', long, default_value_t = 0)]
     pub(crate) limit: u64,
     /// Total messages per second over all publishers, each at an equal fixed rate; overrides
@@ -180,6 +194,8 @@ pub(crate) struct PubArgs {
     pub(crate) interval_of_msg: u64,
     #[command(flatten)]
     pub(crate) publish: PublishOpts,
+    #[command(flatten)]
+    pub(crate) warmup: WarmupOpts,
 }
 
 /// `perf bench`.
@@ -208,6 +224,8 @@ pub(crate) struct BenchArgs {
     pub(crate) drain: u64,
     #[command(flatten)]
     pub(crate) publish: PublishOpts,
+    #[command(flatten)]
+    pub(crate) warmup: WarmupOpts,
 }
 
 /// `--driver`.
@@ -291,5 +309,25 @@ mod tests {
             panic!("not sub")
         };
         assert!(!s.common.clean);
+    }
+
+    #[test]
+    fn warmup_defaults_to_none_and_conn_has_none() {
+        let cli = Cli::try_parse_from(["perf", "bench", "--warmup", "2s"]).unwrap();
+        let Command::Bench(b) = cli.command else {
+            panic!("not bench")
+        };
+        assert_eq!(b.warmup.warmup, Duration::from_secs(2));
+        let cli = Cli::try_parse_from(["perf", "pub", "-t", "x"]).unwrap();
+        let Command::Pub(p) = cli.command else {
+            panic!("not pub")
+        };
+        assert_eq!(p.warmup.warmup, Duration::ZERO);
+        let cli = Cli::try_parse_from(["perf", "sub", "-t", "x", "--warmup", "500ms"]).unwrap();
+        let Command::Sub(s) = cli.command else {
+            panic!("not sub")
+        };
+        assert_eq!(s.warmup.warmup, Duration::from_millis(500));
+        assert!(Cli::try_parse_from(["perf", "conn", "--warmup", "1s"]).is_err());
     }
 }

@@ -486,11 +486,15 @@ async fn read_loop<R: CancelableAsyncReadRent>(
                 Effect::Acked { intended } => {
                     Live::add(&t.live().acked, 1);
                     if let Some(p) = &t.scn.publish {
-                        let n = now.on(p.clock);
-                        t.stats
-                            .borrow_mut()
-                            .ack_latency
-                            .record(n.saturating_sub(intended));
+                        if intended < t.warmup_end(p.clock) {
+                            t.stats.borrow_mut().warmup_acked += 1;
+                        } else {
+                            let n = now.on(p.clock);
+                            t.stats
+                                .borrow_mut()
+                                .ack_latency
+                                .record(n.saturating_sub(intended));
+                        }
                     }
                     woke_publisher = true;
                 }
@@ -562,21 +566,31 @@ fn closed_by_peer(t: &ThreadCtx, why: String) {
     Live::add(&t.live().dropped, 1);
 }
 
-/// Counts, times and sequence-checks one received message.
+/// Counts, times and sequence-checks one received message. A warm-up message (intended before
+/// the end of the warm-up) is counted and sequence-checked but not timed; a foreign one has no
+/// intended send time, so it is never warm-up.
 fn on_message(t: &ThreadCtx, sub: &mut Option<SubRecord>, payload: &Bytes, now: &mut Now) {
     Live::add(&t.live().received, 1);
+    let header = Header::read(payload);
+    let warmup = header.is_some_and(|h| h.timestamp < t.warmup_end(h.clock));
     let mut st = t.stats.borrow_mut();
-    st.first_received = min_opt(st.first_received, Some(now.mono));
-    st.last_received = max_opt(st.last_received, Some(now.mono));
-    let Some(h) = Header::read(payload) else {
+    if warmup {
+        st.warmup_received += 1;
+    } else {
+        st.first_received = min_opt(st.first_received, Some(now.mono));
+        st.last_received = max_opt(st.last_received, Some(now.mono));
+    }
+    let Some(h) = header else {
         st.foreign += 1;
         return;
     };
-    let n = now.on(h.clock);
-    if h.timestamp > n {
-        st.clock_skew += 1;
+    if !warmup {
+        let n = now.on(h.clock);
+        if h.timestamp > n {
+            st.clock_skew += 1;
+        }
+        st.latency.record(n.saturating_sub(h.timestamp));
     }
-    st.latency.record(n.saturating_sub(h.timestamp));
     if let Some(s) = sub {
         // In `perf bench` the subscribers are ready before the first message is published, so
         // a stream of this run starts at 0; otherwise it starts where this subscriber joined.
@@ -687,6 +701,8 @@ async fn publish_loop(
         wait(&t, Some(&conn), None).await;
     }
     let start = t.publish_start.get().saturating_add(offset_ns);
+    // Messages intended before this are warm-up messages: sent and counted, never timed.
+    let warmup_end = t.warmup_end(spec.clock);
     let live = t.live();
     let mut k: u64 = conn.sent.get();
     let limited = |k: u64| spec.limit > 0 && k >= spec.limit;
@@ -732,7 +748,9 @@ async fn publish_loop(
                 if intended > now {
                     break;
                 }
-                if spec.period_ns.is_some() {
+                if intended < warmup_end {
+                    stats.warmup_sent += 1;
+                } else if spec.period_ns.is_some() {
                     stats.lag.record(now - intended);
                 }
                 let packet_id = if spec.qos == QoS::AtMostOnce {

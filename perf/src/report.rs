@@ -28,6 +28,10 @@ pub(crate) struct Report<'a> {
     /// Over which the receive rate is computed.
     receive_secs: Option<f64>,
     receive_rate: Option<f64>,
+    /// Messages of the measured phase (warm-up excluded): sent, acknowledged, received.
+    sent: u64,
+    acked: u64,
+    received: u64,
 }
 
 impl<'a> Report<'a> {
@@ -39,16 +43,20 @@ impl<'a> Report<'a> {
         };
         let connect_secs = span(t.first_attempt, t.last_ready);
         let connect_rate = connect_secs.map(|s| out.live.established as f64 / s);
+        let sent = t.sent.saturating_sub(t.warmup_sent);
+        let acked = out.live.acked.saturating_sub(t.warmup_acked);
+        let received = out.live.received.saturating_sub(t.warmup_received);
         let publish_rate = out
             .publishing
-            .map(|d| t.sent as f64 / d.as_secs_f64().max(1e-9));
-        // Received messages over the time they took to arrive: from the first publish when
-        // the publishers are ours, from the first message received otherwise.
+            .map(|d| sent as f64 / d.as_secs_f64().max(1e-9));
+        // Measured messages received over the time they took to arrive: from the first publish
+        // of the measured phase when the publishers are ours, from the first measured message
+        // received otherwise.
         let receive_secs = match scn.kind {
             Kind::Bench => span(out.publish_start, t.last_received),
             _ => span(t.first_received, t.last_received),
         };
-        let receive_rate = receive_secs.map(|s| out.live.received as f64 / s);
+        let receive_rate = receive_secs.map(|s| received as f64 / s);
         Self {
             scn,
             out,
@@ -58,6 +66,9 @@ impl<'a> Report<'a> {
             publish_rate,
             receive_secs,
             receive_rate,
+            sent,
+            acked,
+            received,
         }
     }
 
@@ -67,16 +78,24 @@ impl<'a> Report<'a> {
         let l = &out.live;
         let mut s = String::new();
         let _ = writeln!(s, "perf {} — {}", scn.kind.name(), self.shape());
+        let measured = match (out.measured, out.warmup) {
+            (Some(m), None) => format!("measured phase {:.2} s", m.as_secs_f64()),
+            (Some(m), Some(w)) => format!(
+                "measured phase {:.2} s after {:.2} s warm-up",
+                m.as_secs_f64(),
+                w.as_secs_f64()
+            ),
+            (None, Some(w)) => format!(
+                "no measured phase (stopped after {:.2} s of warm-up)",
+                w.as_secs_f64()
+            ),
+            (None, None) => "no measured phase".to_owned(),
+        };
         let _ = writeln!(
             s,
-            "{} generator thread(s) on {}, {}{}",
+            "{} generator thread(s) on {}, {measured}{}",
             scn.threads,
             out.driver,
-            out.measured
-                .map_or("no measured phase".to_owned(), |d| format!(
-                    "measured phase {:.2} s",
-                    d.as_secs_f64()
-                )),
             if out.interrupted {
                 " (interrupted)"
             } else {
@@ -123,7 +142,7 @@ impl<'a> Report<'a> {
             row(
                 &mut s,
                 "publish",
-                t.sent,
+                self.sent,
                 self.publish_rate,
                 &Summary::default(),
             );
@@ -132,14 +151,14 @@ impl<'a> Report<'a> {
                 row(&mut s, "lag", lag.count, None, &lag);
             }
             if scn.publish.as_ref().is_some_and(|p| p.qos as u8 > 0) {
-                row(&mut s, "ack", l.acked, None, &t.ack_latency.summary());
+                row(&mut s, "ack", self.acked, None, &t.ack_latency.summary());
             }
         }
         if scn.subs > 0 {
             row(
                 &mut s,
                 "receive",
-                l.received,
+                self.received,
                 self.receive_rate,
                 &t.latency.summary(),
             );
@@ -161,6 +180,13 @@ impl<'a> Report<'a> {
         if scn.subs > 0 {
             let _ = writeln!(s, "  receive  intended send → received");
         }
+        if out.warmup.is_some() {
+            let _ = writeln!(
+                s,
+                "counts, rates and latencies: measured phase only; warm-up messages (intended \
+                 before its end) are not in them"
+            );
+        }
         let _ = writeln!(s);
         let _ = writeln!(
             s,
@@ -176,10 +202,15 @@ impl<'a> Report<'a> {
                 .map_or("unknown (publishers elsewhere)".to_owned(), |e| {
                     e.to_string()
                 });
+            let warmup = if scn.warmup.is_zero() {
+                String::new()
+            } else {
+                format!(", {} in the warm-up", t.warmup_received)
+            };
             let _ = writeln!(
                 s,
-                "delivery: expected {expected}, received {} ({} distinct), lost {}, duplicated \
-                 {}, out of order {}, foreign {}",
+                "delivery: expected {expected}, received {} ({} distinct{warmup}), lost {}, \
+                 duplicated {}, out of order {}, foreign {}",
                 l.received, t.unique, t.lost, t.duplicates, t.out_of_order, t.foreign
             );
             if t.clock_skew > 0 {
@@ -263,6 +294,7 @@ impl<'a> Report<'a> {
             "session_expiry_s": scn.session_expiry,
             "connect_interval_ms": scn.interval.as_secs_f64() * 1e3,
             "duration_s": scn.duration.map(|d| d.as_secs_f64()),
+            "warmup_s": (scn.kind != Kind::Conn).then_some(scn.warmup.as_secs_f64()),
             "drain_ms": scn.drain.as_secs_f64() * 1e3,
             "threads": scn.threads,
             "run_id": scn.run_id,
@@ -282,6 +314,7 @@ impl<'a> Report<'a> {
             "config": config,
             "phases": {
                 "connect_s": self.connect_secs,
+                "warmup_s": out.warmup.map(|d| d.as_secs_f64()),
                 "measured_s": out.measured.map(|d| d.as_secs_f64()),
                 "publish_s": out.publishing.map(|d| d.as_secs_f64()),
                 "receive_s": self.receive_secs,
@@ -298,8 +331,10 @@ impl<'a> Report<'a> {
             },
             "publish": (scn.pubs > 0).then(|| json!({
                 "publishers": scn.pubs,
-                "sent": t.sent,
-                "acked": l.acked,
+                "sent": self.sent,
+                "acked": self.acked,
+                "warmup_sent": t.warmup_sent,
+                "warmup_acked": t.warmup_acked,
                 "rate_per_s": self.publish_rate,
                 "ack_latency_us": summary_us(&t.ack_latency.summary()),
                 "schedule_lag_us": summary_us(&t.lag.summary()),
@@ -307,7 +342,8 @@ impl<'a> Report<'a> {
             "receive": (scn.subs > 0).then(|| json!({
                 "subscribers": scn.subs,
                 "subscribed": l.subscribed,
-                "received": l.received,
+                "received": self.received,
+                "warmup_received": t.warmup_received,
                 "distinct": t.unique,
                 "expected": t.expected,
                 "lost": t.lost,

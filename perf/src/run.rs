@@ -1,10 +1,13 @@
 //! The main thread: starts the generator threads, moves the run through its phases, prints
 //! the progress line, and collects the threads' statistics at the end.
 //!
-//! Phases: *connecting* (clients connect, `-i` apart; subscribers subscribe) → *running*
-//! (every client is ready: publishers start on a common schedule; lasts `--duration`, until
-//! every publisher reached `-L`, or until Ctrl-C) → *draining* (publishers wait for their
-//! acks, subscribers for the messages still on their way, at most the drain time) → stop.
+//! Phases: *connecting* (clients connect, `-i` apart; subscribers subscribe) → *warmup* (with
+//! `--warmup` only: every client is ready, publishers start on a common schedule at the "go"
+//! instant; messages intended before go + warm-up are counted and sequence-checked but not
+//! timed) → *running* (the measured phase: the schedule goes on without a break; lasts
+//! `--duration`, until every publisher reached `-L`, or until Ctrl-C) → *draining* (publishers
+//! wait for their acks, subscribers for the messages still on their way, at most the drain
+//! time) → stop.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -34,17 +37,20 @@ pub(crate) struct Outcome {
     pub(crate) ended_at: SystemTime,
     /// Stopped by Ctrl-C or SIGTERM.
     pub(crate) interrupted: bool,
-    /// Every client ready → stop.
+    /// Every client ready + warm-up → stop (`None` if stopped before).
     pub(crate) measured: Option<Duration>,
-    /// First publish → publishing over.
+    /// With `--warmup`: every client ready → end of the warm-up, or → stop if that came first.
+    pub(crate) warmup: Option<Duration>,
+    /// First publish of the measured phase (go + warm-up) → publishing over.
     pub(crate) publishing: Option<Duration>,
-    /// Monotonic ns of the first publish.
+    /// Monotonic ns of the first publish of the measured phase (go + warm-up).
     pub(crate) publish_start: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Phase {
     Connecting,
+    Warmup,
     Running,
     Draining(Instant),
     Done,
@@ -64,6 +70,7 @@ pub(crate) fn run(scn: Arc<Scenario>, progress: bool) -> Result<Outcome, String>
         stop: stop.clone(),
         go: AtomicBool::new(false),
         publish_start: AtomicU64::new(0),
+        warmup_end: [AtomicU64::new(0), AtomicU64::new(0)],
         publishing_over: AtomicBool::new(false),
         connect_epoch: Clock::Monotonic.now() + nanos(LEAD),
         live: (0..threads).map(|_| Live::default()).collect(),
@@ -89,6 +96,9 @@ pub(crate) fn run(scn: Arc<Scenario>, progress: bool) -> Result<Outcome, String>
     let pubs = scn.pubs as u64;
     let mut phase = Phase::Connecting;
     let mut measure_start = None;
+    // The go instant: publishing starts (LEAD after every client is ready), or, without
+    // publishers, every client is ready. The warm-up runs from it; `--duration` follows.
+    let mut go_instant = None;
     let mut publish_start = None;
     let mut publish_instant = None;
     let mut publish_end = None;
@@ -110,19 +120,48 @@ pub(crate) fn run(scn: Arc<Scenario>, progress: bool) -> Result<Outcome, String>
         phase = match phase {
             Phase::Connecting if sum.ready >= total => {
                 measure_start = Some(now);
-                if let Some(p) = scn.publish.as_ref().filter(|_| pubs > 0) {
-                    publish_start = Some(Clock::Monotonic.now() + nanos(LEAD));
-                    publish_instant = Some(now + LEAD);
+                let publish = scn.publish.as_ref().filter(|_| pubs > 0);
+                let lead = if publish.is_some() {
+                    LEAD
+                } else {
+                    Duration::ZERO
+                };
+                // The go instant on each clock, indexed by `Clock`.
+                let starts = [
+                    Clock::Monotonic.now() + nanos(lead),
+                    Clock::Realtime.now() + nanos(lead),
+                ];
+                let warmup = nanos(scn.warmup);
+                for (end, start) in shared.warmup_end.iter().zip(starts) {
+                    let at = if warmup == 0 {
+                        0
+                    } else {
+                        start.saturating_add(warmup)
+                    };
+                    end.store(at, Ordering::Release);
+                }
+                if let Some(p) = publish {
+                    publish_start = Some(starts[Clock::Monotonic as usize]);
+                    publish_instant = Some(now + lead);
                     shared
                         .publish_start
-                        .store(p.clock.now() + nanos(LEAD), Ordering::Release);
-                    shared.go.store(true, Ordering::Release);
+                        .store(starts[p.clock as usize], Ordering::Release);
                 }
-                Phase::Running
+                go_instant = Some(now + lead);
+                shared.go.store(true, Ordering::Release);
+                if scn.warmup.is_zero() {
+                    Phase::Running
+                } else {
+                    Phase::Warmup
+                }
             }
-            Phase::Running => {
-                let from = publish_instant.or(measure_start).unwrap_or(now);
-                if scn.duration.is_some_and(|d| now >= from + d) {
+            Phase::Warmup | Phase::Running => {
+                // `None`: too far to represent, never reached.
+                let measured_from = go_instant.unwrap_or(now).checked_add(scn.warmup);
+                let measured_end = measured_from
+                    .zip(scn.duration)
+                    .and_then(|(m, d)| m.checked_add(d));
+                if measured_end.is_some_and(|e| now >= e) {
                     shared.publishing_over.store(true, Ordering::Release);
                     publish_end = Some(now);
                     if pubs > 0 {
@@ -136,6 +175,8 @@ pub(crate) fn run(scn: Arc<Scenario>, progress: bool) -> Result<Outcome, String>
                 } else if pubs == 0 && sum.connected() == 0 {
                     // Every client failed or was dropped: nothing left to hold or measure.
                     Phase::Done
+                } else if measured_from.is_none_or(|m| now < m) {
+                    Phase::Warmup
                 } else {
                     Phase::Running
                 }
@@ -182,10 +223,11 @@ pub(crate) fn run(scn: Arc<Scenario>, progress: bool) -> Result<Outcome, String>
     if let Some(f) = failure {
         return Err(f);
     }
-    let publishing = match (publish_instant, publish_end.or(Some(end))) {
-        (Some(a), Some(b)) if b > a => Some(b - a),
-        _ => None,
-    };
+    let publishing = publish_instant
+        .and_then(|a| a.checked_add(scn.warmup))
+        .and_then(|a| publish_end.unwrap_or(end).checked_duration_since(a))
+        .filter(|d| !d.is_zero());
+    let warmup = nanos(scn.warmup);
     Ok(Outcome {
         totals: Totals::merge(stats, scn.kind == Kind::Bench, scn.run_id),
         live: LiveSum::of(&shared.live),
@@ -193,9 +235,14 @@ pub(crate) fn run(scn: Arc<Scenario>, progress: bool) -> Result<Outcome, String>
         started_at,
         ended_at: SystemTime::now(),
         interrupted,
-        measured: measure_start.map(|s| end - s),
+        measured: measure_start
+            .and_then(|s| s.checked_add(scn.warmup))
+            .and_then(|s| end.checked_duration_since(s)),
+        warmup: measure_start
+            .filter(|_| !scn.warmup.is_zero())
+            .map(|s| scn.warmup.min(end.saturating_duration_since(s))),
         publishing,
-        publish_start,
+        publish_start: publish_start.map(|s| s.saturating_add(warmup)),
     })
 }
 
@@ -215,6 +262,7 @@ fn print_progress(
         elapsed.as_secs_f64(),
         match phase {
             Phase::Connecting => "connecting",
+            Phase::Warmup => "warmup",
             Phase::Running => "running",
             Phase::Draining(_) => "draining",
             Phase::Done => "done",

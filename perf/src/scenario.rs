@@ -105,6 +105,8 @@ pub(crate) struct Scenario {
     pub(crate) connect_timeout: Duration,
     /// Length of the measured phase.
     pub(crate) duration: Option<Duration>,
+    /// Warm-up before the measured phase (zero: none; always zero for `perf conn`).
+    pub(crate) warmup: Duration,
     pub(crate) threads: usize,
     pub(crate) driver: Driver,
     /// Every client, in connect order (subscribers before publishers).
@@ -163,6 +165,7 @@ impl Scenario {
             interval: Duration::from_millis(c.interval),
             connect_timeout: Duration::from_secs(c.connect_timeout.max(1)),
             duration: c.duration,
+            warmup: Duration::ZERO,
             threads: c
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
@@ -196,6 +199,7 @@ impl Scenario {
         let mut s = Self::base(Kind::Sub, &a.common, run_id)?;
         at_least_one(a.count, "-c/--count")?;
         s.sub_qos = qos(a.qos);
+        s.warmup = a.warmup.warmup;
         s.subs = a.count;
         s.topic = Some(a.topic.clone());
         s.clients = subscribers(&a.common, a.count, &a.topic, rng)?;
@@ -206,6 +210,7 @@ impl Scenario {
         let mut s = Self::base(Kind::Pub, &a.common, run_id)?;
         at_least_one(a.count, "-c/--count")?;
         s.pubs = a.count;
+        s.warmup = a.warmup.warmup;
         s.topic = Some(a.topic.clone());
         let spec = publish_spec(&a.publish, a.interval_of_msg, a.count)?;
         s.clients = publishers(&a.common, a.count, &a.topic, &spec, &[], rng)?;
@@ -229,6 +234,7 @@ impl Scenario {
         s.subs = a.subs;
         s.sub_qos = qos(a.publish.qos);
         s.drain = Duration::from_millis(a.drain);
+        s.warmup = a.warmup.warmup;
         s.topic = Some(a.topic.clone());
         s.sub_topic = Some(a.sub_topic.clone());
         let spec = publish_spec(&a.publish, a.interval_of_msg, a.pubs)?;
@@ -513,5 +519,19 @@ mod tests {
         assert_eq!(s.publish.unwrap().period_ns, Some(1_000_000_000));
         let s = build(&["pub", "-h", "127.0.0.1", "-t", "a", "-I", "0"]).unwrap();
         assert_eq!(s.publish.unwrap().period_ns, None);
+    }
+
+    #[test]
+    fn warmup() {
+        let s = build(&["bench", "-h", "127.0.0.1", "--warmup", "1.5s"]).unwrap();
+        assert_eq!(s.warmup, Duration::from_millis(1500));
+        let s = build(&["pub", "-h", "127.0.0.1", "-t", "a", "--warmup", "2"]).unwrap();
+        assert_eq!(s.warmup, Duration::from_secs(2));
+        let s = build(&["sub", "-h", "127.0.0.1", "-t", "a", "--warmup", "100ms"]).unwrap();
+        assert_eq!(s.warmup, Duration::from_millis(100));
+        let s = build(&["bench", "-h", "127.0.0.1"]).unwrap();
+        assert_eq!(s.warmup, Duration::ZERO);
+        let s = build(&["conn", "-h", "127.0.0.1"]).unwrap();
+        assert_eq!(s.warmup, Duration::ZERO);
     }
 }

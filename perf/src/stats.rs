@@ -189,13 +189,20 @@ pub(crate) struct ThreadStats {
     pub(crate) tcp_connect: Latency,
     /// CONNECT written → CONNACK read.
     pub(crate) handshake: Latency,
-    /// End-to-end: receive time − intended send time.
+    /// End-to-end: receive time − intended send time (measured messages only, as the next
+    /// two).
     pub(crate) latency: Latency,
     /// QoS 1/2: final acknowledgement − intended send time.
     pub(crate) ack_latency: Latency,
     /// Fixed rate: time a message was written − its intended send time (the generator's own
     /// lateness, included in the latencies above).
     pub(crate) lag: Latency,
+    /// Warm-up messages (intended before the end of the warm-up): sent by publishers,
+    /// acknowledged to them, received by subscribers. Counted in the delivery accounting,
+    /// never timed.
+    pub(crate) warmup_sent: u64,
+    pub(crate) warmup_acked: u64,
+    pub(crate) warmup_received: u64,
     /// Error description → count.
     pub(crate) errors: BTreeMap<String, u64>,
     /// Publishers run by this thread.
@@ -209,7 +216,7 @@ pub(crate) struct ThreadStats {
     /// Monotonic ns of the first connect attempt and the last client ready.
     pub(crate) first_attempt: Option<u64>,
     pub(crate) last_ready: Option<u64>,
-    /// Monotonic ns of the first and last message received.
+    /// Monotonic ns of the first and last measured (not warm-up) message received.
     pub(crate) first_received: Option<u64>,
     pub(crate) last_received: Option<u64>,
 }
@@ -234,7 +241,8 @@ pub(crate) fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     a.max(b)
 }
 
-/// Every thread's [`ThreadStats`] merged, with the delivery accounting.
+/// Every thread's [`ThreadStats`] merged, with the delivery accounting (over the whole run,
+/// warm-up included).
 #[derive(Debug, Default)]
 pub(crate) struct Totals {
     pub(crate) tcp_connect: Latency,
@@ -242,6 +250,9 @@ pub(crate) struct Totals {
     pub(crate) latency: Latency,
     pub(crate) ack_latency: Latency,
     pub(crate) lag: Latency,
+    pub(crate) warmup_sent: u64,
+    pub(crate) warmup_acked: u64,
+    pub(crate) warmup_received: u64,
     pub(crate) errors: BTreeMap<String, u64>,
     pub(crate) foreign: u64,
     pub(crate) clock_skew: u64,
@@ -249,7 +260,7 @@ pub(crate) struct Totals {
     pub(crate) last_ready: Option<u64>,
     pub(crate) first_received: Option<u64>,
     pub(crate) last_received: Option<u64>,
-    /// Messages sent, per the publishers' records.
+    /// Messages sent, per the publishers' records, warm-up included.
     pub(crate) sent: u64,
     /// Distinct messages received (over all streams).
     pub(crate) unique: u64,
@@ -276,6 +287,9 @@ impl Totals {
             t.latency.merge(&s.latency);
             t.ack_latency.merge(&s.ack_latency);
             t.lag.merge(&s.lag);
+            t.warmup_sent += s.warmup_sent;
+            t.warmup_acked += s.warmup_acked;
+            t.warmup_received += s.warmup_received;
             for (k, v) in s.errors {
                 *t.errors.entry(k).or_default() += v;
             }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::Driver;
 use crate::client::{self, Conn};
+use crate::clock::Clock;
 use crate::notify::Notify;
 use crate::precise::Precise;
 use crate::scenario::{Role, Scenario};
@@ -25,16 +26,23 @@ use crate::stats::{Live, ThreadStats};
 const POLL: Duration = Duration::from_millis(5);
 /// How long clients get to close cleanly once the run stops.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// [`ThreadCtx::warmup_end`] before `go` when there is a warm-up: every message is warm-up.
+const WARMUP_UNKNOWN: u64 = u64::MAX;
 
 /// State shared by the main thread and every generator thread.
 #[derive(Debug)]
 pub(crate) struct Shared {
     /// Set by Ctrl-C / SIGTERM or by the main thread at the end: every client closes.
     pub(crate) stop: Arc<AtomicBool>,
-    /// Set once every client is ready: publishers start.
+    /// Set once every client is ready: publishers start, the warm-up (if any) begins.
     pub(crate) go: AtomicBool,
     /// Where the publishers' schedules start, ns on their clock (valid once `go`).
     pub(crate) publish_start: AtomicU64,
+    /// End of the warm-up, ns on each clock (indexed by [`Clock`]; valid once `go`): a message
+    /// whose intended send time is earlier is a warm-up message. 0 without a warm-up. On the
+    /// publishers' clock it is exactly `publish_start + warm-up`, so publishers and
+    /// subscribers of one run classify every message alike.
+    pub(crate) warmup_end: [AtomicU64; 2],
     /// Publishers stop publishing (duration over).
     pub(crate) publishing_over: AtomicBool,
     /// Monotonic ns at which client 0 connects; client k connects `k * interval` later.
@@ -63,6 +71,8 @@ pub(crate) struct ThreadCtx {
     pub(crate) changed: Notify,
     pub(crate) go: Cell<bool>,
     pub(crate) publish_start: Cell<u64>,
+    /// [`Shared::warmup_end`] once mirrored; [`WARMUP_UNKNOWN`] before (with a warm-up).
+    warmup_end: [Cell<u64>; 2],
     pub(crate) publishing_over: Cell<bool>,
     pub(crate) stopping: Cell<bool>,
     /// Open connections by client index, to cancel their reads if they do not close by
@@ -79,6 +89,21 @@ impl ThreadCtx {
     pub(crate) fn live(&self) -> &Live {
         // `index` is below the number of blocks: `run` creates one per thread.
         &self.shared.live[self.index]
+    }
+
+    /// End of the warm-up on `clock`, ns: messages intended before it are warm-up messages
+    /// (none without a warm-up). Before `go` everything is warm-up; if this thread has not
+    /// mirrored `go` yet, the shared value is read directly, so a thread that lags the main
+    /// thread never mistakes a measured message for a warm-up one.
+    pub(crate) fn warmup_end(&self, clock: Clock) -> u64 {
+        let cell = &self.warmup_end[clock as usize];
+        let end = cell.get();
+        if end != WARMUP_UNKNOWN || !self.shared.go.load(Ordering::Acquire) {
+            return end;
+        }
+        let end = self.shared.warmup_end[clock as usize].load(Ordering::Acquire);
+        cell.set(end);
+        end
     }
 
     /// Counts an error: in the tally by description, and in the live error counter.
@@ -150,6 +175,11 @@ async fn thread_main(
     } else {
         None
     };
+    let warmup_end = if scn.warmup.is_zero() {
+        0
+    } else {
+        WARMUP_UNKNOWN
+    };
     let ctx = Rc::new(ThreadCtx {
         scn,
         shared,
@@ -158,6 +188,7 @@ async fn thread_main(
         changed: Notify::default(),
         go: Cell::new(false),
         publish_start: Cell::new(0),
+        warmup_end: [Cell::new(warmup_end), Cell::new(warmup_end)],
         publishing_over: Cell::new(false),
         stopping: Cell::new(false),
         conns: RefCell::new(HashMap::new()),
@@ -183,6 +214,9 @@ async fn thread_main(
         if !ctx.go.get() && s.go.load(Ordering::Acquire) {
             ctx.publish_start
                 .set(s.publish_start.load(Ordering::Acquire));
+            for (cell, end) in ctx.warmup_end.iter().zip(&s.warmup_end) {
+                cell.set(end.load(Ordering::Acquire));
+            }
             ctx.go.set(true);
             changed = true;
         }

@@ -100,6 +100,121 @@ fn fan_in_qos1_against_mosquitto() {
     fan_in_qos1(&Broker::mosquitto(""));
 }
 
+/// `perf bench --warmup 1s --duration 2s` at 2000 msg/s: the warm-up's ~2000 messages are
+/// published, received and loss-checked, but kept out of the measured counts, the rates and
+/// every histogram. Counting them as measured would give ~6000 (above the 4400 bound); dropping
+/// them from publishing would leave fewer than 5400 in all.
+#[test]
+fn warmup_is_excluded_from_the_measured_phase() {
+    let broker = Broker::ours();
+    let port = broker.port_arg();
+    let (out, j) = perf(&[
+        "bench",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "--pubs",
+        "4",
+        "--subs",
+        "1",
+        "-q",
+        "1",
+        "--rate",
+        "2000",
+        "--warmup",
+        "1s",
+        "--duration",
+        "2s",
+        "-i",
+        "1",
+        "-s",
+        "64",
+        "-t",
+        "perf/warmup/%i",
+        "--sub-topic",
+        "perf/warmup/#",
+        "--threads",
+        "2",
+    ]);
+    let ctx = format!("{}: {}\n{j:#}", broker.name, show(&out));
+    assert!(out.status.success(), "{ctx}");
+    assert_eq!(num(&j, &["errors", "total"]), 0, "{ctx}");
+    // The fields exist, with the configured warm-up.
+    assert_eq!(float(&j, &["config", "warmup_s"]), 1.0, "{ctx}");
+    assert_eq!(float(&j, &["phases", "warmup_s"]), 1.0, "{ctx}");
+    let measured_s = float(&j, &["phases", "measured_s"]);
+    assert!(
+        (2.0..3.5).contains(&measured_s),
+        "measured {measured_s}: {ctx}"
+    );
+    let sent = num(&j, &["publish", "sent"]);
+    let warmup_sent = num(&j, &["publish", "warmup_sent"]);
+    let received = num(&j, &["receive", "received"]);
+    let warmup_received = num(&j, &["receive", "warmup_received"]);
+    // Measured: 2000/s for 2 s; the warm-up: 2000/s for 1 s.
+    assert!(
+        (3600..=4400).contains(&received),
+        "measured received {received}: {ctx}"
+    );
+    assert!(
+        (1800..=2200).contains(&warmup_received),
+        "warm-up received {warmup_received}: {ctx}"
+    );
+    assert!(
+        received + warmup_received >= 5400,
+        "received in all {}: {ctx}",
+        received + warmup_received
+    );
+    // Publishers and the subscriber draw the same line between warm-up and measured messages.
+    assert_eq!(received, sent, "{ctx}");
+    assert_eq!(warmup_received, warmup_sent, "{ctx}");
+    assert_eq!(num(&j, &["publish", "acked"]), sent, "{ctx}");
+    assert_eq!(num(&j, &["publish", "warmup_acked"]), warmup_sent, "{ctx}");
+    // The delivery accounting covers the whole run: nothing lost, nothing foreign.
+    assert_eq!(
+        num(&j, &["receive", "expected"]),
+        sent + warmup_sent,
+        "{ctx}"
+    );
+    assert_eq!(
+        num(&j, &["receive", "distinct"]),
+        received + warmup_received,
+        "{ctx}"
+    );
+    assert_eq!(num(&j, &["receive", "lost"]), 0, "{ctx}");
+    assert_eq!(num(&j, &["receive", "duplicated"]), 0, "{ctx}");
+    assert_eq!(num(&j, &["receive", "out_of_order"]), 0, "{ctx}");
+    assert_eq!(num(&j, &["receive", "foreign"]), 0, "{ctx}");
+    // Every histogram holds the measured messages, and only them.
+    assert_eq!(
+        num(&j, &["receive", "latency_us", "count"]),
+        received,
+        "{ctx}"
+    );
+    assert_eq!(
+        num(&j, &["publish", "ack_latency_us", "count"]),
+        sent,
+        "{ctx}"
+    );
+    assert_eq!(
+        num(&j, &["publish", "schedule_lag_us", "count"]),
+        sent,
+        "{ctx}"
+    );
+    // Rates over the measured phase: with the warm-up's messages they would be ~3000/s.
+    for path in [["publish", "rate_per_s"], ["receive", "rate_per_s"]] {
+        let rate = float(&j, &path);
+        assert!((1800.0..=2200.0).contains(&rate), "{path:?} {rate}: {ctx}");
+    }
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("after 1.00 s warm-up"), "{ctx}");
+    assert!(
+        table.contains(&format!("{warmup_received} in the warm-up")),
+        "{ctx}"
+    );
+}
+
 /// `perf pub -c 2 -L 500 -q 1` while mosquitto_sub counts: exactly 1000 arrive, and perf says
 /// 1000 sent and acknowledged.
 fn cross_check_with_mosquitto_sub(broker: &Broker) {
