@@ -6,6 +6,12 @@
 //! (`conformance.py HOST PORT SCENARIO PROTO TAG`), which asserts what the clients observe and
 //! prints a JSON result; the test checks the main numbers of that result again and the
 //! broker's clean exit. The kernel spreads a scenario's several connections over both shards.
+//!
+//! Scenarios 1 to 15 follow the Paho suite; 16 on cover the rest of the MQTT 5 feature set
+//! and the broker's options for it (subscription options, identifiers, features switched
+//! off, `$queue/` and the shared subscription strategies, CONNECT and CONNACK properties,
+//! wills), some against a broker started with `--set` options ([`run_with`]). A few run
+//! against a broker configured so that the scenario must fail ([`fails`]), to show it can.
 
 use std::time::Duration;
 
@@ -17,7 +23,12 @@ const TIMEOUT: Duration = Duration::from_secs(40);
 /// Runs `scenario` over `proto` ("5" or "311") against a fresh broker; returns the result
 /// line after checking the broker stopped cleanly.
 fn run(scenario: &str, proto: &str) -> serde_json::Value {
-    let broker = Broker::start();
+    run_with(scenario, proto, &[])
+}
+
+/// [`run`] against a broker started with `--set` options `sets`.
+fn run_with(scenario: &str, proto: &str, sets: &[&str]) -> serde_json::Value {
+    let broker = Broker::start_with(sets);
     let tag = unique(&format!("cf{scenario}{proto}"));
     let r = python_run(
         "conformance.py",
@@ -165,7 +176,9 @@ fn redelivery_on_reconnect_v311() {
     redelivery("311");
 }
 
-// 7. Overlapping subscriptions: one copy at the highest QoS with both identifiers.
+// 7. Overlapping subscriptions: one copy at the highest QoS with both identifiers (MQTT 5);
+// one copy at the highest QoS (3.1.1, which the Paho 3.1.1 suite accepts besides one copy
+// per subscription).
 
 #[test]
 fn overlapping_subscriptions_v5() {
@@ -173,6 +186,14 @@ fn overlapping_subscriptions_v5() {
     assert_eq!(r["copies"], 1, "{r}");
     assert_eq!(r["qos"], 2, "{r}");
     assert_eq!(r["sub_ids"], json("[1, 2]"), "{r}");
+}
+
+#[test]
+fn overlapping_subscriptions_v311() {
+    let r = run("overlapping", "311");
+    assert_eq!(r["copies"], 1, "{r}");
+    assert_eq!(r["qos"], 2, "{r}");
+    assert_eq!(r["sub_ids"], json("[]"), "{r}");
 }
 
 // 8. Keep Alive 2 s, silent client: closed after 1.5 x 2 s.
@@ -327,27 +348,318 @@ fn dollar_topics_v311() {
     dollar_topics("311");
 }
 
-// The scenarios can fail: with QoS 0 queueing switched off, the offline queueing scenario
-// reports the missing message.
+// The scenarios can fail: each of these runs against a broker configured so that the
+// scenario's claim is false, and must report the failure.
 
-#[test]
-fn offline_queue_fails_without_qos0_queueing() {
-    let broker = Broker::start_with(&["mqtt.mqueue_store_qos0=false"]);
+/// Runs `scenario` against a broker with `sets`; asserts it fails with a message containing
+/// `needle`.
+fn fails(scenario: &str, proto: &str, sets: &[&str], needle: &str) {
+    let broker = Broker::start_with(sets);
     let tag = unique("cfneg");
-    let done = python(
-        "conformance.py",
-        &args(&broker, &[&"offline_queue", &"5", &tag]),
-    )
-    .finish(TIMEOUT);
+    let done = python("conformance.py", &args(&broker, &[&scenario, &proto, &tag])).finish(TIMEOUT);
     broker.stop().assert_clean();
     assert!(
         !done.status.success()
             && done
                 .stdout
                 .iter()
-                .any(|l| l.contains("\"ok\": false") && l.contains("queued messages")),
-        "the scenario should have failed: {:?}\n{}",
+                .any(|l| l.contains("\"ok\": false") && l.contains(needle)),
+        "the scenario should have failed with {needle:?}: {:?}\n{}",
         done.stdout,
         done.stderr
     );
+}
+
+#[test]
+fn offline_queue_fails_without_qos0_queueing() {
+    fails(
+        "offline_queue",
+        "5",
+        &["mqtt.mqueue_store_qos0=false"],
+        "queued messages",
+    );
+}
+
+#[test]
+fn sticky_scenario_fails_with_round_robin() {
+    fails(
+        "shared_sticky",
+        "5",
+        &[],
+        "sticky: the 20 messages were split",
+    );
+}
+
+#[test]
+fn features_off_scenario_fails_with_features_on() {
+    fails("features_off", "5", &[], "CONNACK availability properties");
+}
+
+// 16. Retain Handling 0/1/2, each subscribing twice to a topic with a retained message.
+
+#[test]
+fn retain_handling_v5() {
+    let r = run("retain_handling", "5");
+    assert_eq!(r["retained"], json("[2, 1, 0]"), "{r}");
+    assert_eq!(r["live"], json("[1, 1, 1]"), "{r}");
+}
+
+// 17. Retain As Published: RETAIN kept on live delivery with RAP 1, cleared with RAP 0.
+
+#[test]
+fn retain_as_published_v5() {
+    let r = run("retain_as_published", "5");
+    assert_eq!(
+        r["rap1"],
+        json(r#"[["flagged", true], ["plain", false]]"#),
+        "{r}"
+    );
+    assert_eq!(
+        r["rap0"],
+        json(r#"[["flagged", false], ["plain", false]]"#),
+        "{r}"
+    );
+}
+
+// 18. No Local: own messages not sent back on a No Local subscription.
+
+#[test]
+fn no_local_v5() {
+    let r = run("no_local", "5");
+    assert_eq!(
+        r["received"],
+        json(r#"[["off", "other"], ["off", "own"], ["on", "other"]]"#),
+        "{r}"
+    );
+}
+
+// 19. One Subscription Identifier on the messages of its subscription, none without.
+
+#[test]
+fn subscription_identifier_v5() {
+    let r = run("subscription_identifier", "5");
+    assert_eq!(r["ids"], json(r#"{"with": [42], "without": null}"#), "{r}");
+}
+
+// 20. Shared subscriptions, subscription identifiers and wildcards switched off: SUBACK 0x9E,
+// 0xA1, 0xA2 and CONNACK availability 0.
+
+#[test]
+fn features_switched_off_are_refused_and_advertised_v5() {
+    let r = run_with(
+        "features_off",
+        "5",
+        &[
+            "mqtt.shared_subscription=false",
+            "mqtt.subscription_identifiers=false",
+            "mqtt.wildcard_subscription=false",
+        ],
+    );
+    assert_eq!(
+        r["connack"],
+        json(
+            r#"{"SharedSubscriptionAvailable": 0, "SubscriptionIdentifierAvailable": 0,
+                "WildcardSubscriptionAvailable": 0}"#
+        ),
+        "{r}"
+    );
+    assert_eq!(r["suback"], json("[158, 158, 161, 162, 162]"), "{r}");
+}
+
+// 21. `$queue/{filter}`: two members share the messages, each once.
+
+fn queue(proto: &str) {
+    let r = run("queue", proto);
+    let counts: Vec<u64> = r["member_counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    assert_eq!(counts.iter().sum::<u64>(), 20, "{r}");
+    assert!(counts.iter().all(|&c| c > 0), "{r}");
+    assert_eq!(r["plain"], 20, "{r}");
+}
+
+#[test]
+fn queue_subscriptions_v5() {
+    queue("5");
+}
+
+#[test]
+fn queue_subscriptions_v311() {
+    queue("311");
+}
+
+// 22. Strategy `sticky`: one member gets everything while it stays, the other after it left.
+
+fn shared_sticky(proto: &str) {
+    let r = run_with(
+        "shared_sticky",
+        proto,
+        &["mqtt.shared_subscription_strategy=sticky"],
+    );
+    let mut counts: Vec<u64> = r["while_both"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [0, 20], "{r}");
+    assert_eq!(r["after_leave"], 10, "{r}");
+}
+
+#[test]
+fn shared_strategy_sticky_v5() {
+    shared_sticky("5");
+}
+
+#[test]
+fn shared_strategy_sticky_v311() {
+    shared_sticky("311");
+}
+
+// 23. Strategy `hash_clientid`: each publisher's messages all go to one member.
+
+#[test]
+fn shared_strategy_hash_clientid_v5() {
+    let r = run_with(
+        "shared_hash_clientid",
+        "5",
+        &["mqtt.shared_subscription_strategy=hash_clientid"],
+    );
+    let spread = r["member_of_publisher"].as_object().unwrap();
+    assert_eq!(spread.len(), 4, "{r}");
+    assert!(
+        spread.values().all(|m| m.as_array().unwrap().len() == 1),
+        "{r}"
+    );
+}
+
+// 24. A member that leaves without PUBACK: its QoS 1 message goes to the other member.
+
+fn shared_redispatch(proto: &str) {
+    let r = run("shared_redispatch", proto);
+    assert_eq!(r["qos"], 1, "{r}");
+}
+
+#[test]
+fn shared_redispatch_on_disconnect_v5() {
+    shared_redispatch("5");
+}
+
+#[test]
+fn shared_redispatch_on_disconnect_v311() {
+    shared_redispatch("311");
+}
+
+// 25. The client's Maximum Packet Size: a larger message is not sent to it.
+
+#[test]
+fn client_maximum_packet_size_v5() {
+    let r = run("client_max_packet", "5");
+    assert_eq!(r["limited"], json("[5]"), "{r}");
+    assert_eq!(r["unlimited"], json("[1000, 5]"), "{r}");
+}
+
+// 26. `mqtt.server_keepalive = 2`: Server Keep Alive in CONNACK, enforced (1.5 x 2 s).
+
+#[test]
+fn server_keepalive_v5() {
+    let r = run_with("server_keepalive", "5", &["mqtt.server_keepalive=2"]);
+    assert_eq!(r["server_keep_alive"], 2, "{r}");
+    assert_eq!(r["reason"], 0x8d, "{r}");
+    let after = r["after"].as_f64().unwrap();
+    assert!((2.5..=4.5).contains(&after), "{r}");
+}
+
+// 27. Request Response Information: `mqtt.response_information` only when requested.
+
+#[test]
+fn response_information_v5() {
+    let r = run_with(
+        "response_information",
+        "5",
+        &["mqtt.response_information=some/prefix"],
+    );
+    assert_eq!(
+        r["response_information"],
+        json(r#"{"requested": "some/prefix", "declined": null, "silent": null}"#),
+        "{r}"
+    );
+}
+
+// 28. An Authentication Method in CONNECT: CONNACK 0x8C.
+
+#[test]
+fn authentication_method_is_refused_v5() {
+    let r = run("auth_method", "5");
+    assert_eq!(r["connack"], 0x8c, "{r}");
+}
+
+// 29. Wills: on takeover, on Keep Alive expiry, at the end of a session shorter than the will
+// delay, with properties and RETAIN.
+
+fn will_takeover(proto: &str) -> serde_json::Value {
+    let r = run("will_takeover", proto);
+    assert!(r["after"].as_f64().unwrap() < 5.0, "{r}");
+    r
+}
+
+#[test]
+fn will_on_takeover_v5() {
+    let r = will_takeover("5");
+    assert_eq!(r["first_end"], json("[142, true]"), "{r}");
+}
+
+#[test]
+fn will_on_takeover_v311() {
+    will_takeover("311");
+}
+
+fn will_keepalive(proto: &str) {
+    let r = run("will_keepalive", proto);
+    let after = r["after"].as_f64().unwrap();
+    assert!((2.5..=6.0).contains(&after), "{r}");
+}
+
+#[test]
+fn will_on_keepalive_expiry_v5() {
+    will_keepalive("5");
+}
+
+#[test]
+fn will_on_keepalive_expiry_v311() {
+    will_keepalive("311");
+}
+
+#[test]
+fn will_at_session_end_before_will_delay_v5() {
+    let r = run("will_session_end", "5");
+    let after = r["after"].as_f64().unwrap();
+    assert!(
+        (0.7..=5.0).contains(&after),
+        "session expiry 1 s, will delay 10 s: {r}"
+    );
+}
+
+#[test]
+fn will_properties_and_retain_v5() {
+    let r = run("will_properties", "5");
+    assert_eq!(r["retain_flags"], json("[false, true]"), "{r}");
+    for p in [&r["live"], &r["retained"]] {
+        assert_eq!(p["ContentType"], "application/json", "{r}");
+        assert_eq!(p["CorrelationData"], "0077696c6cff", "{r}");
+        assert_eq!(p["PayloadFormatIndicator"], 1, "{r}");
+        assert_eq!(
+            p["UserProperty"],
+            json(r#"[["k1", "v1"], ["k2", "v2"], ["k1", "v3"]]"#),
+            "{r}"
+        );
+        assert!(
+            p["ResponseTopic"].as_str().unwrap().ends_with("/reply"),
+            "{r}"
+        );
+    }
 }

@@ -120,3 +120,55 @@ fn malformed_input_is_refused_and_others_are_undisturbed() {
     let stopped = broker.stop();
     stopped.assert_clean();
 }
+
+/// Receive Maximum (`mqtt.max_awaiting_rel = 5`, advertised in CONNACK): a client with five
+/// QoS 2 messages awaiting PUBREL that sends a sixth gets DISCONNECT 0x93 (Receive Maximum
+/// exceeded) and the close. paho and mosquitto respect the advertised maximum, so the client
+/// is raw. Releasing one first makes room for exactly one more.
+#[test]
+fn receive_maximum_exceeded_gets_disconnect_0x93() {
+    let broker = Broker::start_with(&["mqtt.max_awaiting_rel=5"]);
+    let mut c = Raw::connect(broker.addr());
+    c.send(&raw::connect_v5(&unique("rmax"), 60, true, None))
+        .unwrap();
+    let ack = c.expect("CONNACK", WAIT);
+    assert_eq!(&ack.body[..2], &[0, 0], "CONNACK refused: {ack:02x?}");
+    let props = raw::connack_properties(&ack);
+    assert!(
+        props.contains(&(0x21, vec![0, 5])),
+        "CONNACK without Receive Maximum 5: {props:02x?}"
+    );
+    let pubrec = |c: &mut Raw, id: u16| {
+        let f = c.expect("PUBREC", WAIT);
+        assert_eq!(f.first, 0x50, "expected PUBREC, got {f:02x?}");
+        assert_eq!(f.body[..2], id.to_be_bytes(), "{f:02x?}");
+    };
+    for id in 1..=5 {
+        c.send(&raw::publish(true, "rmax/t", 2, id, b"x")).unwrap();
+        pubrec(&mut c, id);
+    }
+    // Release 1: four await PUBREL, so 6 fits.
+    c.send(&raw::pubrel(1)).unwrap();
+    let f = c.expect("PUBCOMP", WAIT);
+    assert_eq!((f.first, &f.body[..2]), (0x70, &[0u8, 1][..]), "{f:02x?}");
+    c.send(&raw::publish(true, "rmax/t", 2, 6, b"x")).unwrap();
+    pubrec(&mut c, 6);
+    // Five await PUBREL (2 to 6): the seventh exceeds the maximum.
+    c.send(&raw::publish(true, "rmax/t", 2, 7, b"x")).unwrap();
+    let (end, frames) = c.drain(WAIT);
+    assert_eq!(
+        frames.len(),
+        1,
+        "expected one DISCONNECT, got {frames:02x?}"
+    );
+    assert_eq!(
+        raw::disconnect_reason(&frames[0]),
+        Some(0x93),
+        "{frames:02x?}"
+    );
+    assert!(
+        matches!(end, End::Eof | End::Reset),
+        "still open after DISCONNECT"
+    );
+    broker.stop().assert_clean();
+}

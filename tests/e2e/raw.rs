@@ -284,3 +284,61 @@ pub(crate) fn parse_publish(v5: bool, f: &Frame) -> (String, Option<u16>, Vec<u8
     }
     (topic, id, b[at..].to_vec())
 }
+
+/// A PUBREL.
+pub(crate) fn pubrel(packet_id: u16) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0x00, 0x00]);
+    packet(0x62, &body)
+}
+
+/// A variable byte integer at the start of `b`: its value and its length in bytes.
+fn varint(b: &[u8]) -> (usize, usize) {
+    let mut value = 0usize;
+    for (i, &byte) in b.iter().enumerate().take(4) {
+        value |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return (value, i + 1);
+        }
+    }
+    panic!("bad variable byte integer {b:02x?}");
+}
+
+/// An MQTT 5 property block (its length first), as (identifier, value bytes) in order. The
+/// value of a string, binary or string-pair property keeps its length prefixes.
+pub(crate) fn properties(block: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let (len, used) = varint(block);
+    let mut b = &block[used..used + len];
+    let mut out = Vec::new();
+    while let Some((&id, rest)) = b.split_first() {
+        let n = match id {
+            // Byte.
+            0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2a => 1,
+            // Two Byte Integer.
+            0x13 | 0x21 | 0x22 | 0x23 => 2,
+            // Four Byte Integer.
+            0x02 | 0x11 | 0x18 | 0x27 => 4,
+            // Variable Byte Integer.
+            0x0b => varint(rest).1,
+            // UTF-8 string or binary data.
+            0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1a | 0x1c | 0x1f => {
+                2 + usize::from(u16::from_be_bytes([rest[0], rest[1]]))
+            }
+            // String pair.
+            0x26 => {
+                let k = 2 + usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                k + 2 + usize::from(u16::from_be_bytes([rest[k], rest[k + 1]]))
+            }
+            _ => panic!("unknown property {id:#04x} in {block:02x?}"),
+        };
+        out.push((id, rest[..n].to_vec()));
+        b = &rest[n..];
+    }
+    out
+}
+
+/// The properties of an MQTT 5 CONNACK.
+pub(crate) fn connack_properties(f: &Frame) -> Vec<(u8, Vec<u8>)> {
+    assert_eq!(f.first, 0x20, "expected CONNACK, got {f:02x?}");
+    properties(&f.body[2..])
+}

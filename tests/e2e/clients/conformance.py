@@ -67,11 +67,13 @@ class C:
     """One paho client on its own network thread, recording what it observes."""
 
     def __init__(self, host, port, cid, proto="5", clean=True, expiry=None, keepalive=60,
-                 manual_ack=False, receive_max=None, will=None):
+                 manual_ack=False, receive_max=None, will=None, connect_props=None):
         self.host, self.port, self.cid, self.proto = host, port, cid, proto
         self.v5 = proto == "5"
         self.clean, self.expiry, self.keepalive = clean, expiry, keepalive
         self.receive_max = receive_max
+        # More CONNECT properties (MQTT 5), by paho name: {"MaximumPacketSize": 256}.
+        self.connect_props = connect_props or {}
         self.p = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid,
                              protocol=PROTOCOLS[proto],
                              clean_session=None if self.v5 else clean,
@@ -160,6 +162,8 @@ class C:
                 props.SessionExpiryInterval = self.expiry
             if self.receive_max is not None:
                 props.ReceiveMaximum = self.receive_max
+            for name, value in self.connect_props.items():
+                setattr(props, name, value)
             self.p.connect(self.host, self.port, self.keepalive, clean_start=clean,
                            properties=props)
         else:
@@ -171,15 +175,17 @@ class C:
               f"{self.cid}: CONNACK reason {self.connack[1]}, wanted {expect_rc}")
         return self.connack
 
-    def subscribe(self, filters, qos=None, sub_id=None, expect=None):
+    def subscribe(self, filters, qos=None, sub_id=None, expect=None, options=None):
         """One SUBSCRIBE of `filters` (a list of (filter, qos)); waits for SUBACK and checks
-        its reason codes (default: the requested QoS each); returns them."""
+        its reason codes (default: the requested QoS each); returns them. `options` (MQTT 5):
+        more subscription options for every filter, by paho name (`noLocal`,
+        `retainAsPublished`, `retainHandling`)."""
         props = None
         if sub_id is not None:
             props = Properties(PacketTypes.SUBSCRIBE)
             props.SubscriptionIdentifier = sub_id
         if self.v5:
-            topics = [(f, SubscribeOptions(qos=q)) for f, q in filters]
+            topics = [(f, SubscribeOptions(qos=q, **(options or {}))) for f, q in filters]
         else:
             topics = list(filters)
         rc, mid = self.p.subscribe(topics, properties=props)
@@ -523,12 +529,15 @@ def redelivery(host, port, proto, tag):
 
 def overlapping(host, port, proto, tag):
     """`a/#` at QoS 2 (Subscription Identifier 1) and `a/+` at QoS 1 (identifier 2): one
-    QoS 2 publish to a/b arrives once, at QoS 2, carrying both identifiers (3.3.4)."""
+    QoS 2 publish to a/b arrives once, at QoS 2, carrying both identifiers (3.3.4). MQTT
+    3.1.1 (no identifiers): one copy at QoS 2, the highest granted (3.3.5, the choice the
+    Paho 3.1.1 suite's overlapping test accepts besides one copy per subscription)."""
     base = f"{tag}/ov"
+    v5 = proto == "5"
     s = C(host, port, f"{tag}-sub", proto)
     s.connect()
-    s.subscribe([(f"{base}/#", 2)], sub_id=1)
-    s.subscribe([(f"{base}/+", 1)], sub_id=2)
+    s.subscribe([(f"{base}/#", 2)], sub_id=1 if v5 else None)
+    s.subscribe([(f"{base}/+", 1)], sub_id=2 if v5 else None)
     pub = C(host, port, f"{tag}-pub", proto)
     pub.connect()
     pub.wait_acked([pub.publish(f"{base}/b", b"overlap", 2)])
@@ -539,7 +548,7 @@ def overlapping(host, port, proto, tag):
     m = msgs[0]
     ids = sorted(m["props"].get("SubscriptionIdentifier", []))
     check(m["qos"] == 2, f"delivered at QoS {m['qos']}, wanted 2 (the highest matching)")
-    check(ids == [1, 2], f"Subscription Identifiers {ids}, wanted [1, 2]")
+    check(ids == ([1, 2] if v5 else []), f"Subscription Identifiers {ids}")
     s.disconnect()
     pub.disconnect()
     return {"ok": True, "copies": len(msgs), "qos": m["qos"], "sub_ids": ids}
@@ -551,6 +560,18 @@ def keepalive(host, port, proto, tag):
     c = C(host, port, f"{tag}-ka", proto, keepalive=2)
     c.connect()
     connack_at = time.monotonic()
+    woke, closed, reason = silent_until_closed(c, connack_at, proto)
+    check(2.0 <= woke <= 6.0, f"the broker acted {woke:.3f}s after CONNACK, wanted 2..6 "
+          "(Keep Alive 2 s x 1.5)")
+    return {"ok": True, "after": round(woke, 3), "closed_after": round(closed, 3),
+            "reason": reason}
+
+
+def silent_until_closed(c, connack_at, proto):
+    """Stops `c`'s network thread (no PINGREQ from then on) and reads its socket until the
+    broker closes it: MQTT 5 wants one DISCONNECT 0x8D (Keep Alive timeout) first, 3.1.1
+    nothing. Returns (seconds from `connack_at` to the broker's first action, to the close,
+    the DISCONNECT reason or None)."""
     sock = c.p.socket()
     c.stop()  # no PINGREQ from now on, nothing read by paho
     readable, _, _ = select.select([sock], [], [], 15)
@@ -576,10 +597,7 @@ def keepalive(host, port, proto, tag):
         check(reason == 0x8D, f"DISCONNECT reason {reason:#04x}, wanted 0x8D")
     else:
         check(not packets, f"got {packets} before the close")
-    check(2.0 <= woke <= 6.0, f"the broker acted {woke:.3f}s after CONNACK, wanted 2..6 "
-          "(Keep Alive 2 s x 1.5)")
-    return {"ok": True, "after": round(woke, 3), "closed_after": round(closed, 3),
-            "reason": reason}
+    return woke, closed, reason
 
 
 def flow_control(host, port, proto, tag):
@@ -716,6 +734,17 @@ def message_expiry(host, port, proto, tag):
 def shared(host, port, proto, tag):
     """Two members of $share/g/x share 20 messages, each exactly once in total, both get some;
     a plain subscriber to x gets all 20."""
+    return share_split(host, port, proto, tag, f"$share/g{tag}/")
+
+
+def queue(host, port, proto, tag):
+    """EMQX's `$queue/x` (the group `$queue`): two members share 20 messages, each exactly
+    once in total, both get some; a plain subscriber to x gets all 20."""
+    return share_split(host, port, proto, tag, "$queue/")
+
+
+def share_split(host, port, proto, tag, prefix):
+    """Two members of `{prefix}x` and a plain subscriber of x, 20 messages to x."""
     topic = f"{tag}/x"
     n = 20
     m1 = C(host, port, f"{tag}-m1", proto)
@@ -723,8 +752,8 @@ def shared(host, port, proto, tag):
     plain = C(host, port, f"{tag}-plain", proto)
     for c in (m1, m2, plain):
         c.connect()
-    m1.subscribe([(f"$share/g{tag}/{topic}", 1)])
-    m2.subscribe([(f"$share/g{tag}/{topic}", 1)])
+    m1.subscribe([(f"{prefix}{topic}", 1)])
+    m2.subscribe([(f"{prefix}{topic}", 1)])
     plain.subscribe([(topic, 1)])
     pub = C(host, port, f"{tag}-pub", proto)
     pub.connect()
@@ -810,6 +839,464 @@ def dollar_topics(host, port, proto, tag):
             "dollar_on_hash": len(dollar)}
 
 
+# ---------------------------------------------------------------------------------------------
+# Subscription options, identifiers and the broker's optional features (MQTT 5).
+# ---------------------------------------------------------------------------------------------
+
+
+def live_marker(pub, subs, topic):
+    """Publishes a live QoS 1 marker to `topic` and waits until every one of `subs` has it,
+    then listens a while: what the SUBSCRIBEs before would bring has arrived by then."""
+    pub.wait_acked([pub.publish(topic, b"marker", 1)])
+    for s in subs:
+        s.wait(lambda s=s: any(m["payload"] == "marker" for m in s.messages), TIMEOUT,
+               f"the marker on {topic}")
+    quiet()
+
+
+def retain_handling(host, port, proto, tag):
+    """Retain Handling (3.8.3.1), each client subscribing twice to a topic with a retained
+    message: 0 sends it at both SUBSCRIBEs, 1 only at the first (the subscription is new),
+    2 at neither. The live message after them arrives once, RETAIN 0."""
+    topic = f"{tag}/rh"
+    pub = C(host, port, f"{tag}-pub", proto)
+    pub.connect()
+    pub.wait_acked([pub.publish(topic, b"kept", 1, retain=True)])
+    subs = []
+    for rh in (0, 1, 2):
+        s = C(host, port, f"{tag}-rh{rh}", proto)
+        s.connect()
+        s.subscribe([(topic, 1)], options={"retainHandling": rh})
+        s.subscribe([(topic, 1)], options={"retainHandling": rh})
+        subs.append(s)
+    live_marker(pub, subs, topic)
+    retained_counts, live_counts = [], []
+    for rh, s in enumerate(subs):
+        msgs = s.snapshot()
+        kept = [m for m in msgs if m["payload"] == "kept"]
+        live = [m for m in msgs if m["payload"] == "marker"]
+        check(all(m["retain"] for m in kept), f"RH {rh}: a retained copy without RETAIN 1: "
+              f"{kept}")
+        check(len(live) == 1 and not live[0]["retain"],
+              f"RH {rh}: the live message arrived as {live}")
+        retained_counts.append(len(kept))
+        live_counts.append(len(live))
+    check(retained_counts == [2, 1, 0], f"retained copies for RH 0, 1, 2: {retained_counts}, "
+          "wanted [2, 1, 0]")
+    for c in (pub, *subs):
+        c.disconnect()
+    return {"ok": True, "retained": retained_counts, "live": live_counts}
+
+
+def retain_as_published(host, port, proto, tag):
+    """Retain As Published (3.8.3.1): a live PUBLISH with RETAIN 1 keeps the flag for a
+    subscription with RAP 1 and loses it with RAP 0; RETAIN 0 stays 0 for both."""
+    topic = f"{tag}/rap"
+    keep = C(host, port, f"{tag}-rap1", proto)
+    clear = C(host, port, f"{tag}-rap0", proto)
+    for c, rap in ((keep, True), (clear, False)):
+        c.connect()
+        c.subscribe([(topic, 1)], options={"retainAsPublished": rap})
+    pub = C(host, port, f"{tag}-pub", proto)
+    pub.connect()
+    pub.wait_acked([pub.publish(topic, b"flagged", 1, retain=True),
+                    pub.publish(topic, b"plain", 1)])
+    got = {}
+    for name, c in (("rap1", keep), ("rap0", clear)):
+        c.wait_messages(2)
+        quiet(0.3)
+        got[name] = [[m["payload"], m["retain"]] for m in c.snapshot()]
+    check(got["rap1"] == [["flagged", True], ["plain", False]],
+          f"RAP 1 received {got['rap1']}, wanted flagged with RETAIN 1, plain without")
+    check(got["rap0"] == [["flagged", False], ["plain", False]],
+          f"RAP 0 received {got['rap0']}, wanted both with RETAIN 0")
+    for c in (keep, clear, pub):
+        c.disconnect()
+    return {"ok": True, **got}
+
+
+def no_local(host, port, proto, tag):
+    """No Local (3.8.3.1): a client's own PUBLISH is not sent back on a subscription with
+    No Local 1, is on one with No Local 0; another client's PUBLISH comes on both."""
+    base = f"{tag}/nl"
+    a = C(host, port, f"{tag}-a", proto)
+    a.connect()
+    a.subscribe([(f"{base}/on", 1)], options={"noLocal": True})
+    a.subscribe([(f"{base}/off", 1)], options={"noLocal": False})
+    b = C(host, port, f"{tag}-b", proto)
+    b.connect()
+    a.wait_acked([a.publish(f"{base}/on", b"own", 1), a.publish(f"{base}/off", b"own", 1)])
+    b.wait_acked([b.publish(f"{base}/on", b"other", 1), b.publish(f"{base}/off", b"other", 1)])
+    a.wait_messages(3)
+    quiet()
+    got = sorted([m["topic"].rsplit("/", 1)[1], m["payload"]] for m in a.snapshot())
+    want = [["off", "other"], ["off", "own"], ["on", "other"]]
+    check(got == want, f"received {got}, wanted {want} (not its own message on No Local 1)")
+    a.disconnect()
+    b.disconnect()
+    return {"ok": True, "received": got}
+
+
+def subscription_identifier(host, port, proto, tag):
+    """A SUBSCRIBE with Subscription Identifier 42: the messages it matches carry 42; those of
+    a subscription without one carry none (3.3.2.3.8)."""
+    base = f"{tag}/sid"
+    s = C(host, port, f"{tag}-sub", proto)
+    s.connect()
+    s.subscribe([(f"{base}/with", 1)], sub_id=42)
+    s.subscribe([(f"{base}/without", 1)])
+    pub = C(host, port, f"{tag}-pub", proto)
+    pub.connect()
+    pub.wait_acked([pub.publish(f"{base}/with", b"w", 1),
+                    pub.publish(f"{base}/without", b"o", 1)])
+    s.wait_messages(2)
+    quiet(0.3)
+    ids = {m["topic"].rsplit("/", 1)[1]: m["props"].get("SubscriptionIdentifier")
+           for m in s.snapshot()}
+    check(len(s.snapshot()) == 2, f"received {s.brief()}")
+    check(ids == {"with": [42], "without": None},
+          f"Subscription Identifiers {ids}, wanted [42] on `with` and none on `without`")
+    s.disconnect()
+    pub.disconnect()
+    return {"ok": True, "ids": ids}
+
+
+def features_off(host, port, proto, tag):
+    """With `mqtt.shared_subscription`, `mqtt.subscription_identifiers` and
+    `mqtt.wildcard_subscription` off: CONNACK says each is unavailable (value 0); SUBACK
+    answers 0x9E for `$share/...`, 0xA1 for a SUBSCRIBE with an identifier, 0xA2 for `+` and
+    `#`; a plain subscription works and the refused ones deliver nothing."""
+    base = f"{tag}/off"
+    c = C(host, port, f"{tag}-c", proto)
+    _present, _rc, props = c.connect()
+    flags = {n: getattr(props, n, None) for n in ("SharedSubscriptionAvailable",
+                                                  "SubscriptionIdentifierAvailable",
+                                                  "WildcardSubscriptionAvailable")}
+    check(all(v == 0 for v in flags.values()), f"CONNACK availability properties {flags}, "
+          "wanted 0 each")
+    codes = [c.subscribe([(f"$share/g/{base}/x", 1)], expect=[0x9E])[0],
+             c.subscribe([(f"$queue/{base}/x", 1)], expect=[0x9E])[0],
+             c.subscribe([(f"{base}/x", 1)], sub_id=7, expect=[0xA1])[0],
+             c.subscribe([(f"{base}/+", 1)], expect=[0xA2])[0],
+             c.subscribe([(f"{base}/#", 1)], expect=[0xA2])[0]]
+    c.subscribe([(f"{base}/x", 1)])
+    c.wait_acked([c.publish(f"{base}/x", b"once", 1)])
+    c.wait_messages(1)
+    quiet()
+    msgs = c.snapshot()
+    check(len(msgs) == 1, f"received {c.brief()}: wanted one copy (the plain subscription)")
+    check("SubscriptionIdentifier" not in msgs[0]["props"],
+          f"a refused identifier came with the message: {msgs[0]['props']}")
+    c.disconnect()
+    return {"ok": True, "connack": flags, "suback": codes}
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared subscription strategies and redispatch.
+# ---------------------------------------------------------------------------------------------
+
+
+def wait_total(members, n, what):
+    """Waits until `members` hold `n` messages between them."""
+    deadline = time.monotonic() + TIMEOUT
+    while sum(len(m.snapshot()) for m in members) < n:
+        check(time.monotonic() < deadline,
+              f"{what}: members got {[len(m.snapshot()) for m in members]} of {n}")
+        time.sleep(0.02)
+    quiet()
+    counts = [len(m.snapshot()) for m in members]
+    check(sum(counts) == n, f"{what}: members got {counts}, {n} in total wanted")
+    return counts
+
+
+def shared_sticky(host, port, proto, tag):
+    """`mqtt.shared_subscription_strategy = sticky`: one member gets every message of the
+    group while it is a member; when it leaves, the other gets the rest."""
+    topic = f"{tag}/sticky"
+    group = f"$share/g{tag}/{topic}"
+    members = [C(host, port, f"{tag}-m{i}", proto) for i in range(2)]
+    for m in members:
+        m.connect()
+        m.subscribe([(group, 1)])
+    pub = C(host, port, f"{tag}-pub", proto)
+    pub.connect()
+    pub.wait_acked([pub.publish(topic, f"a{i}".encode(), 1) for i in range(20)])
+    counts = wait_total(members, 20, "while both are members")
+    check(sorted(counts) == [0, 20], f"sticky: the 20 messages were split {counts}")
+    chosen = counts.index(20)
+    stayed = members[1 - chosen]
+    members[chosen].disconnect()
+    quiet(SETTLE)
+    pub.wait_acked([pub.publish(topic, f"b{i}".encode(), 1) for i in range(10)])
+    stayed.wait_messages(10)
+    quiet()
+    got = sorted(m["payload"] for m in stayed.snapshot())
+    check(got == sorted(f"b{i}" for i in range(10)),
+          f"after the sticky member left the other got {got}")
+    stayed.disconnect()
+    pub.disconnect()
+    return {"ok": True, "while_both": counts, "after_leave": len(got)}
+
+
+def shared_hash_clientid(host, port, proto, tag):
+    """`mqtt.shared_subscription_strategy = hash_clientid`: all messages of one publisher go
+    to the same member; four publishers, 10 messages each."""
+    topic = f"{tag}/hash"
+    group = f"$share/g{tag}/{topic}"
+    members = [C(host, port, f"{tag}-m{i}", proto) for i in range(2)]
+    for m in members:
+        m.connect()
+        m.subscribe([(group, 1)])
+    pubs = [C(host, port, f"{tag}-pub{i}", proto) for i in range(4)]
+    for i, p in enumerate(pubs):
+        p.connect()
+        p.wait_acked([p.publish(topic, f"p{i}-{k}".encode(), 1) for k in range(10)])
+    wait_total(members, 40, "hash_clientid")
+    by_pub = {}
+    for j, m in enumerate(members):
+        for msg in m.snapshot():
+            by_pub.setdefault(msg["payload"].split("-")[0], set()).add(j)
+    spread = {p: sorted(s) for p, s in sorted(by_pub.items())}
+    check(len(spread) == 4 and all(len(s) == 1 for s in spread.values()),
+          f"members that received each publisher's messages: {spread}, wanted one each")
+    for c in (*members, *pubs):
+        c.disconnect()
+    return {"ok": True, "member_of_publisher": spread}
+
+
+def shared_redispatch(host, port, proto, tag):
+    """A member of a shared group receives a QoS 1 message and disconnects without PUBACK:
+    the message goes to the other member (EMQX's redispatch, docs/mqtt-implementation.md)."""
+    topic = f"{tag}/job"
+    group = f"$share/g{tag}/{topic}"
+    members = [C(host, port, f"{tag}-m{i}", proto, manual_ack=True) for i in range(2)]
+    for m in members:
+        m.connect()
+        m.subscribe([(group, 1)])
+    pub = C(host, port, f"{tag}-pub", proto)
+    pub.connect()
+    pub.wait_acked([pub.publish(topic, b"job", 1)])
+    deadline = time.monotonic() + TIMEOUT
+    while not any(m.snapshot() for m in members):
+        check(time.monotonic() < deadline, "no member received the message")
+        time.sleep(0.02)
+    first = next(i for i, m in enumerate(members) if m.snapshot())
+    other = members[1 - first]
+    check(not other.snapshot(), "both members received the message")
+    left_at = time.monotonic()
+    members[first].disconnect()  # without PUBACK
+    m = other.wait_messages(1)[0]
+    other.p.ack(m["mid"], m["qos"])
+    quiet()
+    got = [x["payload"] for x in other.snapshot()]
+    check(got == ["job"], f"the other member received {got}, wanted the job once")
+    other.disconnect()
+    pub.disconnect()
+    return {"ok": True, "redispatched_after": round(m["at"] - left_at, 3),
+            "dup": m["dup"], "qos": m["qos"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# CONNECT and CONNACK properties.
+# ---------------------------------------------------------------------------------------------
+
+
+def client_max_packet(host, port, proto, tag):
+    """A client's Maximum Packet Size of 256 (3.1.2.11.4): a 1,000-byte message is not sent
+    to it, a small one after it is; a subscriber without a limit gets both."""
+    topic = f"{tag}/mps"
+    small = C(host, port, f"{tag}-small", proto, connect_props={"MaximumPacketSize": 256})
+    big = C(host, port, f"{tag}-big", proto)
+    for c in (small, big):
+        c.connect()
+        c.subscribe([(topic, 1)])
+    pub = C(host, port, f"{tag}-pub", proto)
+    pub.connect()
+    pub.wait_acked([pub.publish(topic, b"x" * 1000, 1), pub.publish(topic, b"small", 1)])
+    big.wait_messages(2)
+    small.wait(lambda: any(m["payload"] == "small" for m in small.messages), TIMEOUT,
+               "the small message")
+    quiet()
+    got = [len(m["payload"]) for m in small.snapshot()]
+    check(got == [5], f"the client with Maximum Packet Size 256 received payloads of {got} "
+          "bytes, wanted only the 5-byte one")
+    check(not small.disconnects, f"disconnected: {small.disconnects}")
+    all_sizes = [len(m["payload"]) for m in big.snapshot()]
+    check(all_sizes == [1000, 5], f"the unlimited client received {all_sizes}")
+    for c in (small, big, pub):
+        c.disconnect()
+    return {"ok": True, "limited": got, "unlimited": all_sizes}
+
+
+def server_keepalive(host, port, proto, tag):
+    """`mqtt.server_keepalive = 2`: a client asking for Keep Alive 60 gets Server Keep Alive 2
+    in CONNACK, and once silent is disconnected (0x8D) after 1.5 x 2 s, not 60."""
+    c = C(host, port, f"{tag}-ska", proto, keepalive=60)
+    _present, _rc, props = c.connect()
+    connack_at = time.monotonic()
+    ska = getattr(props, "ServerKeepAlive", None)
+    check(ska == 2, f"CONNACK Server Keep Alive {ska}, wanted 2")
+    woke, closed, reason = silent_until_closed(c, connack_at, proto)
+    check(2.5 <= woke <= 4.5, f"the broker acted {woke:.3f}s after CONNACK, wanted about 3 "
+          "(Server Keep Alive 2 s x 1.5)")
+    return {"ok": True, "server_keep_alive": ska, "after": round(woke, 3),
+            "closed_after": round(closed, 3), "reason": reason}
+
+
+def response_information(host, port, proto, tag):
+    """`mqtt.response_information = some/prefix`: CONNACK carries it as Response Information
+    to a client that set Request Response Information 1, not to one that set 0 or nothing."""
+    got = {}
+    for name, props in (("requested", {"RequestResponseInformation": 1}),
+                        ("declined", {"RequestResponseInformation": 0}),
+                        ("silent", {})):
+        c = C(host, port, f"{tag}-{name}", proto, connect_props=props)
+        _present, _rc, connack = c.connect()
+        got[name] = getattr(connack, "ResponseInformation", None)
+        c.disconnect()
+    check(got == {"requested": "some/prefix", "declined": None, "silent": None},
+          f"Response Information {got}, wanted some/prefix only when requested")
+    return {"ok": True, "response_information": got}
+
+
+def auth_method(host, port, proto, tag):
+    """CONNECT with an Authentication Method (enhanced authentication, not implemented):
+    CONNACK 0x8C (Bad authentication method), then the close; a plain CONNECT works."""
+    c = C(host, port, f"{tag}-auth", proto,
+          connect_props={"AuthenticationMethod": "SCRAM-SHA-1"})
+    _present, rc, _props = c.connect(expect_rc=0x8C)
+    c.wait(lambda: c.disconnects, TIMEOUT, "the close after CONNACK 0x8C")
+    c.p.loop_stop()
+    plain = C(host, port, f"{tag}-plain", proto)
+    plain.connect()
+    plain.disconnect()
+    return {"ok": True, "connack": rc}
+
+
+# ---------------------------------------------------------------------------------------------
+# Wills.
+# ---------------------------------------------------------------------------------------------
+
+
+def will_watcher(host, port, proto, tag, base):
+    w = C(host, port, f"{tag}-watch", proto)
+    w.connect()
+    w.subscribe([(f"{base}/#", 1)])
+    return w
+
+
+def will_takeover(host, port, proto, tag):
+    """A second connection with the same client id takes the session over: the first
+    connection's will (no delay) is published (3.1.4-3); MQTT 5: the first gets DISCONNECT
+    0x8E (Session taken over)."""
+    base = f"{tag}/will"
+    w = will_watcher(host, port, proto, tag, base)
+    cid = f"{tag}-twin"
+    first = C(host, port, cid, proto,
+              will={"topic": f"{base}/first", "payload": b"first is gone", "qos": 1})
+    first.connect()
+    second = C(host, port, cid, proto)
+    second.connect()
+    taken_at = time.monotonic()
+    m = w.wait_messages(1, topic_prefix=f"{base}/first")[0]
+    first.wait(lambda: first.disconnects, TIMEOUT, "the end of the first connection")
+    reason = first.disconnects[0]
+    if proto == "5":
+        check(reason == (0x8E, True), f"the first connection ended with {reason}, wanted "
+              "DISCONNECT 0x8E from the broker")
+    check(m["payload"] == "first is gone", f"will arrived as {m}")
+    second.disconnect()
+    quiet(0.3)
+    wills = [x["payload"] for x in w.snapshot()]
+    check(wills == ["first is gone"], f"wills published: {wills}")
+    first.p.loop_stop()
+    w.disconnect()
+    return {"ok": True, "after": round(m["at"] - taken_at, 3), "first_end": list(reason)}
+
+
+def will_keepalive(host, port, proto, tag):
+    """A client with Keep Alive 2 and a will stops sending (the socket stays open): after
+    1.5 x 2 s the broker closes it and publishes the will. The will goes out when the
+    connection has ended: the broker's lingering close waits up to 1 s more for this client,
+    which neither reads nor closes, so it comes after 3 to 4 s."""
+    base = f"{tag}/will"
+    w = will_watcher(host, port, proto, tag, base)
+    c = C(host, port, f"{tag}-quiet", proto, keepalive=2,
+          will={"topic": f"{base}/quiet", "payload": b"timed out", "qos": 1})
+    c.connect()
+    silent_at = time.monotonic()
+    c.stop()  # no PINGREQ from now on
+    m = w.wait_messages(1, topic_prefix=f"{base}/quiet")[0]
+    after = m["at"] - silent_at
+    check(m["payload"] == "timed out", f"will arrived as {m}")
+    check(2.5 <= after <= 6.0, f"will published {after:.3f}s after the client fell silent, "
+          "wanted about 3 (Keep Alive 2 s x 1.5)")
+    c.close_socket()
+    w.disconnect()
+    return {"ok": True, "after": round(after, 3)}
+
+
+def will_session_end(host, port, proto, tag):
+    """Will Delay Interval 10 s, Session Expiry Interval 1 s: the session ends first, and the
+    will is published then, about 1 s after the drop (3.1.3.2.2)."""
+    base = f"{tag}/will"
+    w = will_watcher(host, port, proto, tag, base)
+    props = Properties(PacketTypes.WILLMESSAGE)
+    props.WillDelayInterval = 10
+    c = C(host, port, f"{tag}-short", proto, expiry=1,
+          will={"topic": f"{base}/short", "payload": b"session over", "qos": 1,
+                "properties": props})
+    c.connect()
+    dropped_at = c.drop()
+    m = w.wait_messages(1, timeout=15, topic_prefix=f"{base}/short")[0]
+    after = m["at"] - dropped_at
+    check(0.7 <= after <= 5.0, f"will published {after:.3f}s after the drop, wanted about 1 "
+          "(session expiry 1 s, will delay 10 s)")
+    w.disconnect()
+    return {"ok": True, "after": round(after, 3)}
+
+
+def will_properties(host, port, proto, tag):
+    """A retained QoS 1 will with Payload Format Indicator, Content Type, User Properties,
+    Response Topic, Correlation Data: a subscriber gets them all (RETAIN 0, live), and a
+    later subscriber gets the will as a retained message with the same properties."""
+    base = f"{tag}/will"
+    w = will_watcher(host, port, proto, tag, base)
+    sent = {"PayloadFormatIndicator": 1, "ContentType": "application/json",
+            "UserProperty": [("k1", "v1"), ("k2", "v2"), ("k1", "v3")],
+            "ResponseTopic": f"{tag}/reply", "CorrelationData": b"\x00will\xff"}
+    props = Properties(PacketTypes.WILLMESSAGE)
+    for k, v in sent.items():
+        if k == "UserProperty":
+            for pair in v:
+                props.UserProperty = pair
+        else:
+            setattr(props, k, v)
+    c = C(host, port, f"{tag}-rich", proto,
+          will={"topic": f"{base}/rich", "payload": b'{"gone": true}', "qos": 1,
+                "retain": True, "properties": props})
+    c.connect()
+    c.drop()
+    want = {k: (v.hex() if isinstance(v, bytes) else
+                [list(kv) for kv in v] if k == "UserProperty" else v)
+            for k, v in sent.items()}
+    live = w.wait_messages(1, topic_prefix=f"{base}/rich")[0]
+    later = C(host, port, f"{tag}-later", proto)
+    later.connect()
+    later.subscribe([(f"{base}/#", 1)])
+    kept = later.wait_messages(1, topic_prefix=f"{base}/rich")[0]
+    for name, m, retain in (("live", live, False), ("retained", kept, True)):
+        got = {k: v for k, v in m["props"].items() if k in want}
+        check(got == want, f"{name} will: properties {m['props']}, wanted {want}")
+        check(m["payload"] == '{"gone": true}' and m["qos"] == 1,
+              f"{name} will arrived as {m}")
+        check(m["retain"] == retain, f"{name} will: RETAIN {m['retain']}, wanted {retain}")
+    w.disconnect()
+    later.disconnect()
+    return {"ok": True, "live": live["props"], "retained": kept["props"],
+            "retain_flags": [live["retain"], kept["retain"]]}
+
+
 SCENARIOS = {
     "basic": (basic, ("5", "311")),
     "retained": (retained, ("5", "311")),
@@ -817,7 +1304,7 @@ SCENARIOS = {
     "zero_length_id": (zero_length_id, ("5", "311")),
     "offline_queue": (offline_queue, ("5", "311")),
     "redelivery": (redelivery, ("5", "311")),
-    "overlapping": (overlapping, ("5",)),
+    "overlapping": (overlapping, ("5", "311")),
     "keepalive": (keepalive, ("5", "311")),
     "flow_control": (flow_control, ("5",)),
     "subscribe_failure": (subscribe_failure, ("5",)),
@@ -826,6 +1313,23 @@ SCENARIOS = {
     "shared": (shared, ("5", "311")),
     "topic_alias": (topic_alias, ("5",)),
     "dollar_topics": (dollar_topics, ("5", "311")),
+    "retain_handling": (retain_handling, ("5",)),
+    "retain_as_published": (retain_as_published, ("5",)),
+    "no_local": (no_local, ("5",)),
+    "subscription_identifier": (subscription_identifier, ("5",)),
+    "features_off": (features_off, ("5",)),
+    "queue": (queue, ("5", "311")),
+    "shared_sticky": (shared_sticky, ("5", "311")),
+    "shared_hash_clientid": (shared_hash_clientid, ("5",)),
+    "shared_redispatch": (shared_redispatch, ("5", "311")),
+    "client_max_packet": (client_max_packet, ("5",)),
+    "server_keepalive": (server_keepalive, ("5",)),
+    "response_information": (response_information, ("5",)),
+    "auth_method": (auth_method, ("5",)),
+    "will_takeover": (will_takeover, ("5", "311")),
+    "will_keepalive": (will_keepalive, ("5", "311")),
+    "will_session_end": (will_session_end, ("5",)),
+    "will_properties": (will_properties, ("5",)),
 }
 
 
