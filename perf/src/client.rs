@@ -573,7 +573,13 @@ fn on_message(t: &ThreadCtx, sub: &mut Option<SubRecord>, payload: &Bytes, now: 
     Live::add(&t.live().received, 1);
     let header = Header::read(payload);
     let warmup = header.is_some_and(|h| h.timestamp < t.warmup_end(h.clock));
+    let arrived = now.mono >= t.warmup_end(Clock::Monotonic);
     let mut st = t.stats.borrow_mut();
+    if arrived {
+        st.arrived += 1;
+        st.first_arrived = min_opt(st.first_arrived, Some(now.mono));
+        st.last_arrived = max_opt(st.last_arrived, Some(now.mono));
+    }
     if warmup {
         st.warmup_received += 1;
     } else {

@@ -28,6 +28,8 @@ pub(crate) struct Report<'a> {
     /// Over which the receive rate is computed.
     receive_secs: Option<f64>,
     receive_rate: Option<f64>,
+    /// Messages that arrived after the warm-up per second (throughput with a backlog).
+    arrival_rate: Option<f64>,
     /// Messages of the measured phase (warm-up excluded): sent, acknowledged, received.
     sent: u64,
     acked: u64,
@@ -57,6 +59,12 @@ impl<'a> Report<'a> {
             _ => span(t.first_received, t.last_received),
         };
         let receive_rate = receive_secs.map(|s| received as f64 / s);
+        // Arrivals after the warm-up over the same window, whenever they were sent.
+        let arrival_secs = match scn.kind {
+            Kind::Bench => span(out.publish_start, t.last_arrived),
+            _ => span(t.first_arrived, t.last_arrived),
+        };
+        let arrival_rate = arrival_secs.map(|s| t.arrived as f64 / s);
         Self {
             scn,
             out,
@@ -66,6 +74,7 @@ impl<'a> Report<'a> {
             publish_rate,
             receive_secs,
             receive_rate,
+            arrival_rate,
             sent,
             acked,
             received,
@@ -162,6 +171,17 @@ impl<'a> Report<'a> {
                 self.receive_rate,
                 &t.latency.summary(),
             );
+            if out.warmup.is_some() {
+                // Throughput by arrival: differs from `receive` when a backlog built up in the
+                // warm-up is delivered in the measured phase.
+                row(
+                    &mut s,
+                    "arrive",
+                    t.arrived,
+                    self.arrival_rate,
+                    &Summary::default(),
+                );
+            }
         }
         let _ = writeln!(s, "latency in ms:");
         let _ = writeln!(s, "  connect  CONNECT written → CONNACK read");
@@ -179,6 +199,12 @@ impl<'a> Report<'a> {
         }
         if scn.subs > 0 {
             let _ = writeln!(s, "  receive  intended send → received");
+            if out.warmup.is_some() {
+                let _ = writeln!(
+                    s,
+                    "  arrive   messages received after the warm-up, whenever sent (throughput)"
+                );
+            }
         }
         if out.warmup.is_some() {
             let _ = writeln!(
@@ -352,6 +378,8 @@ impl<'a> Report<'a> {
                 "foreign": t.foreign,
                 "clock_skew": t.clock_skew,
                 "rate_per_s": self.receive_rate,
+                "arrived": t.arrived,
+                "arrival_rate_per_s": self.arrival_rate,
                 "latency_us": summary_us(&t.latency.summary()),
             })),
             "errors": {

@@ -219,6 +219,13 @@ pub(crate) struct ThreadStats {
     /// Monotonic ns of the first and last measured (not warm-up) message received.
     pub(crate) first_received: Option<u64>,
     pub(crate) last_received: Option<u64>,
+    /// Messages that arrived after the warm-up, whenever they were sent: the throughput of a
+    /// broker with a backlog (at max rate, what arrives in the measured phase may all have
+    /// been sent during the warm-up).
+    pub(crate) arrived: u64,
+    /// Monotonic ns of the first and last of them.
+    pub(crate) first_arrived: Option<u64>,
+    pub(crate) last_arrived: Option<u64>,
 }
 
 impl ThreadStats {
@@ -260,6 +267,10 @@ pub(crate) struct Totals {
     pub(crate) last_ready: Option<u64>,
     pub(crate) first_received: Option<u64>,
     pub(crate) last_received: Option<u64>,
+    /// Messages that arrived after the warm-up (by arrival time), and when.
+    pub(crate) arrived: u64,
+    pub(crate) first_arrived: Option<u64>,
+    pub(crate) last_arrived: Option<u64>,
     /// Messages sent, per the publishers' records, warm-up included.
     pub(crate) sent: u64,
     /// Distinct messages received (over all streams).
@@ -299,6 +310,9 @@ impl Totals {
             t.last_ready = max_opt(t.last_ready, s.last_ready);
             t.first_received = min_opt(t.first_received, s.first_received);
             t.last_received = max_opt(t.last_received, s.last_received);
+            t.arrived += s.arrived;
+            t.first_arrived = min_opt(t.first_arrived, s.first_arrived);
+            t.last_arrived = max_opt(t.last_arrived, s.last_arrived);
             pubs.extend(s.publishers);
             subs.extend(s.subscribers);
         }

@@ -169,6 +169,13 @@ fn warmup_is_excluded_from_the_measured_phase() {
     // Publishers and the subscriber draw the same line between warm-up and measured messages.
     assert_eq!(received, sent, "{ctx}");
     assert_eq!(warmup_received, warmup_sent, "{ctx}");
+    // Throughput by arrival: every measured message arrived after the warm-up, and at this
+    // rate (no backlog) hardly any warm-up message did.
+    let arrived = num(&j, &["receive", "arrived"]);
+    assert!(
+        (received..=received + 200).contains(&arrived),
+        "arrived {arrived}, measured {received}: {ctx}"
+    );
     assert_eq!(num(&j, &["publish", "acked"]), sent, "{ctx}");
     assert_eq!(num(&j, &["publish", "warmup_acked"]), warmup_sent, "{ctx}");
     // The delivery accounting covers the whole run: nothing lost, nothing foreign.

@@ -269,7 +269,9 @@ def figures(res):
     rcv = p.get("receive")
     if rcv:
         f["delivered"] = rcv["received"]
-        f["delivered_per_s"] = rcv["rate_per_s"]
+        # Throughput by arrival after the warm-up (a backlog sent during the warm-up and
+        # delivered later counts); older reports have only the intended-time rate.
+        f["delivered_per_s"] = rcv.get("arrival_rate_per_s") or rcv["rate_per_s"]
         f["lost"] = rcv["lost"]
         f["dup"] = rcv["duplicated"]
         f["ooo"] = rcv["out_of_order"]
