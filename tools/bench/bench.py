@@ -421,7 +421,8 @@ def main():
     perf = os.path.join(a.root, "target", "release", "perf")
     now = datetime.datetime.now(datetime.timezone.utc)
     date = now.strftime("%Y-%m-%d")
-    outdir = a.out or os.path.join(a.root, "tools", "bench", "results", date)
+    outdir = a.out or os.path.join(a.root, "tools", "bench", "results",
+                                   date + "-" + now.strftime("%H%M"))
     os.makedirs(outdir, exist_ok=True)
 
     ours, mosq, rum = make_brokers(a.root, a.rumqttd, a.cores)
