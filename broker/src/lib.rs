@@ -7,9 +7,11 @@
 //! - [`logger`]: a minimal `log` backend on standard error.
 //! - [`cpus`]: how many CPUs the process may use.
 //! - [`server`]: binds the listeners and runs the shards.
+//! - [`tls`]: the rustls server configuration of a TLS listener.
 
 pub mod cli;
 pub mod config;
 pub mod cpus;
 pub mod logger;
 pub mod server;
+pub mod tls;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
-use shard::driver::{self, DriverKind, ShardSpec, Started, Stopped};
+use shard::driver::{self, DriverKind, ShardSpec, Started, Stopped, Transport};
 use shard::ring::Mesh;
 use shard::{Settings, ShardMsg};
 
@@ -21,10 +21,8 @@ pub struct ServeSpec {
     pub cpus: Option<Vec<usize>>,
     /// Protocol settings for every shard.
     pub settings: Settings,
-    /// TCP listener address, if enabled.
-    pub tcp: Option<SocketAddr>,
-    /// Connection limit of the TCP listener, over all shards.
-    pub tcp_max_connections: Option<usize>,
+    /// The listeners to start, in order.
+    pub listeners: Vec<ListenerPlan>,
     /// I/O driver.
     pub driver: DriverKind,
     /// Slots per cross-shard ring.
@@ -33,10 +31,29 @@ pub struct ServeSpec {
     pub ring_batch: usize,
 }
 
+/// One listener to start.
+#[derive(Debug, Clone)]
+pub struct ListenerPlan {
+    /// Its transport's name in logs: `tcp`, `ssl`.
+    pub name: &'static str,
+    /// Its configuration keys' prefix (`listeners.ssl.default`), for messages.
+    pub key: &'static str,
+    /// Where to bind.
+    pub bind: SocketAddr,
+    /// What runs over it.
+    pub transport: Transport,
+    /// Connection limit over all shards.
+    pub max_connections: Option<usize>,
+    /// TLS handshake timeout.
+    pub handshake_timeout: std::time::Duration,
+}
+
 /// A running broker: its shard threads and the flag that stops them.
 #[derive(Debug)]
 pub struct Running {
-    /// The TCP listener's actual address (port 0 resolved).
+    /// Each listener's name, configuration key and actual address (port 0 resolved).
+    pub listeners: Vec<(&'static str, &'static str, SocketAddr)>,
+    /// The TCP listener's actual address, if it runs.
     pub tcp: Option<SocketAddr>,
     /// The driver each shard runs on.
     pub drivers: Vec<&'static str>,
@@ -96,35 +113,38 @@ pub fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::Tc
 pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> {
     let n = spec.cores.max(1);
     let shards = u16::try_from(n).map_err(|_| io::Error::other("too many shards"))?;
-    let mut tcp = match spec.tcp {
-        Some(addr) => bind_reuseport(addr, n)
-            .map_err(|e| {
-                io::Error::new(e.kind(), format!("listeners.tcp.default.bind {addr}: {e}"))
-            })?
-            .into_iter()
-            .map(Some)
-            .collect(),
-        None => Vec::new(),
-    };
-    let tcp_addr = match tcp.first() {
-        Some(Some(l)) => Some(l.local_addr()?),
-        _ => None,
-    };
-    tcp.resize_with(n, || None);
-    let per_shard_max = spec
-        .tcp_max_connections
-        .map_or(usize::MAX, |m| m.div_ceil(n));
+    // Every listener is bound n times; shard i gets the i-th socket of each.
+    let mut per_shard: Vec<Vec<driver::ListenerSpec>> = (0..n).map(|_| Vec::new()).collect();
+    let mut addrs = Vec::new();
+    for plan in &spec.listeners {
+        let sockets = bind_reuseport(plan.bind, n).map_err(|e| {
+            io::Error::new(e.kind(), format!("{}.bind {}: {e}", plan.key, plan.bind))
+        })?;
+        if let Some(first) = sockets.first() {
+            addrs.push((plan.name, plan.key, first.local_addr()?));
+        }
+        let per_shard_max = plan.max_connections.map_or(usize::MAX, |m| m.div_ceil(n));
+        for (shard, socket) in per_shard.iter_mut().zip(sockets) {
+            shard.push(driver::ListenerSpec {
+                name: plan.name,
+                socket,
+                transport: plan.transport.clone(),
+                max_connections: per_shard_max,
+                handshake_timeout: plan.handshake_timeout,
+            });
+        }
+    }
     let mesh = Mesh::<ShardMsg>::new(n, spec.ring_capacity);
     let (tx, rx) = mpsc::channel::<Started>();
     let mut threads = Vec::with_capacity(n);
-    for (id, (endpoint, listener)) in mesh.into_endpoints().into_iter().zip(tcp).enumerate() {
+    for (id, (endpoint, listeners)) in mesh.into_endpoints().into_iter().zip(per_shard).enumerate()
+    {
         let shard_spec = ShardSpec {
             id: id as u16,
             shards,
             cpu: spec.cpus.as_ref().and_then(|c| c.get(id).copied()),
             settings: spec.settings.clone(),
-            tcp: listener,
-            max_connections: per_shard_max,
+            listeners,
             driver: spec.driver,
             ring_batch: spec.ring_batch,
         };
@@ -160,8 +180,10 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
             }
         }
     }
+    let tcp = addrs.iter().find(|a| a.0 == "tcp").map(|a| a.2);
     Ok(Running {
-        tcp: tcp_addr,
+        listeners: addrs,
+        tcp,
         drivers,
         shutdown,
         threads,
@@ -169,8 +191,9 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
 }
 
 impl ServeSpec {
-    /// The serving plan for `config` on `cores` shards.
-    pub fn from_config(config: &crate::config::Config, cores: usize) -> Self {
+    /// The serving plan for `config` on `cores` shards. Fails, naming the key and the file,
+    /// when a TLS listener's certificate, key or CA cannot be used.
+    pub fn from_config(config: &crate::config::Config, cores: usize) -> Result<Self, String> {
         use crate::config::{Driver, Limit};
         let m = &config.mqtt;
         let settings = Settings {
@@ -230,16 +253,41 @@ impl ServeSpec {
                 .collect(),
             ..Settings::default()
         };
+        let limit = |l: Limit| match l {
+            Limit::Infinity => None,
+            Limit::Max(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        };
+        let mut listeners = Vec::new();
         let tcp = &config.listeners.tcp.default;
-        Self {
+        if tcp.enable {
+            listeners.push(ListenerPlan {
+                name: "tcp",
+                key: "listeners.tcp.default",
+                bind: tcp.bind,
+                transport: Transport::Tcp,
+                max_connections: limit(tcp.max_connections),
+                handshake_timeout: std::time::Duration::ZERO,
+            });
+        }
+        let ssl = &config.listeners.ssl.default;
+        let o = &ssl.ssl_options;
+        let has_cert = !o.certfile.as_os_str().is_empty() || !o.keyfile.as_os_str().is_empty();
+        if ssl.enable && has_cert {
+            let key = "listeners.ssl.default";
+            listeners.push(ListenerPlan {
+                name: "ssl",
+                key,
+                bind: ssl.bind,
+                transport: Transport::Tls(crate::tls::server_config(key, o)?),
+                max_connections: limit(ssl.max_connections),
+                handshake_timeout: o.handshake_timeout,
+            });
+        }
+        Ok(Self {
             cores,
             cpus: config.shard.pin_cpus.then(crate::cpus::affinity).flatten(),
             settings,
-            tcp: tcp.enable.then_some(tcp.bind),
-            tcp_max_connections: match tcp.max_connections {
-                Limit::Infinity => None,
-                Limit::Max(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
-            },
+            listeners,
             driver: match config.node.driver {
                 Driver::Auto => DriverKind::Auto,
                 Driver::IoUring => DriverKind::IoUring,
@@ -247,7 +295,7 @@ impl ServeSpec {
             },
             ring_capacity: config.shard.ring_capacity,
             ring_batch: config.shard.max_events_per_turn,
-        }
+        })
     }
 }
 
@@ -276,7 +324,13 @@ fn rewrite_rules(rules: &[crate::config::RewriteRule]) -> shard::rewrite::Rewrit
 /// to MQTT 5 clients, close. Returns the process exit status.
 pub fn serve(config: &crate::config::Config, cores: usize) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let spec = ServeSpec::from_config(config, cores);
+    let spec = match ServeSpec::from_config(config, cores) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     // Handlers first: a supervisor may signal as soon as it sees the "listening" line.
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -295,8 +349,8 @@ pub fn serve(config: &crate::config::Config, cores: usize) -> std::process::Exit
     for (id, d) in running.drivers.iter().enumerate() {
         log::info!("shard {id} running on the {d} driver");
     }
-    if let Some(addr) = running.tcp {
-        log::info!("listening on tcp {addr} (listeners.tcp.default, {cores} shards)");
+    for (name, key, addr) in &running.listeners {
+        log::info!("listening on {name} {addr} ({key}, {cores} shards)");
     }
     match running.wait() {
         Ok(stopped) => {

@@ -753,6 +753,17 @@ impl Shard {
         key
     }
 
+    /// The transport of `conn` failed (a TLS handshake or record error): counted; the driver
+    /// closes the socket, and [`Shard::handle_closed`] follows as for any close.
+    pub fn note_tls_failure(&mut self, conn: Key) {
+        self.stats.tls_failures += 1;
+        if let Some(c) = self.conns.get_mut(conn)
+            && matches!(c.state, ConnState::AwaitConnect)
+        {
+            c.close_reason = "tls_error";
+        }
+    }
+
     /// Bytes were read from `conn` into `buf`. Decodes and handles up to
     /// `Settings::max_packets_per_read` packets.
     pub fn handle_read(&mut self, now: Instant, conn: Key, buf: &mut BytesMut) -> Read {

@@ -38,6 +38,7 @@ use crate::ring::MeshEndpoint;
 use crate::settings::Settings;
 use crate::slab::Key;
 use crate::stats::Stats;
+use crate::tls::{Decrypted, TlsConn};
 
 /// Which I/O driver a shard runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,39 @@ pub enum DriverKind {
     IoUring,
     /// epoll only.
     Epoll,
+}
+
+/// How a listener's connections carry MQTT.
+#[derive(Clone)]
+pub enum Transport {
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP, with this server configuration (certificate, client verification).
+    Tls(Arc<rustls::ServerConfig>),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "Tcp",
+            Self::Tls(_) => "Tls",
+        })
+    }
+}
+
+/// One listening socket of a shard.
+#[derive(Debug)]
+pub struct ListenerSpec {
+    /// Its name in logs (`tcp`, `ssl`).
+    pub name: &'static str,
+    /// The socket, bound with `SO_REUSEPORT`.
+    pub socket: std::net::TcpListener,
+    /// What runs over its connections.
+    pub transport: Transport,
+    /// Most connections this shard holds from it at once.
+    pub max_connections: usize,
+    /// TLS: how long the handshake may take before the connection is closed.
+    pub handshake_timeout: Duration,
 }
 
 /// Everything a shard thread needs.
@@ -61,10 +95,8 @@ pub struct ShardSpec {
     pub cpu: Option<usize>,
     /// Protocol settings.
     pub settings: Settings,
-    /// The TCP listener, bound with `SO_REUSEPORT` (`None` when disabled).
-    pub tcp: Option<std::net::TcpListener>,
-    /// Most connections this shard accepts at once.
-    pub max_connections: usize,
+    /// The listeners (each socket bound with `SO_REUSEPORT` on every shard).
+    pub listeners: Vec<ListenerSpec>,
     /// I/O driver.
     pub driver: DriverKind,
     /// Ring messages handled per batch before other tasks run.
@@ -162,6 +194,10 @@ struct ConnIo {
     canceller: RefCell<Option<Canceller>>,
     /// Tasks (reader, writer) that have finished; the second one reports the close.
     finished: Cell<u8>,
+    /// Index of the listener that accepted it.
+    listener: usize,
+    /// The TLS session, on a TLS listener.
+    tls: Option<RefCell<TlsConn>>,
 }
 
 impl ConnIo {
@@ -190,6 +226,8 @@ struct Ctx {
     shard: RefCell<Shard>,
     mesh: RefCell<MeshEndpoint<ShardMsg>>,
     conns: RefCell<HashMap<Key, Rc<ConnIo>>>,
+    /// Open connections per listener (by index).
+    per_listener: RefCell<Vec<usize>>,
     /// Woken when messages refused by a full ring have been sent.
     unblocked: Notify,
     /// Woken when a message was refused by a full ring.
@@ -241,6 +279,9 @@ impl Ctx {
         io.finished.set(io.finished.get() + 1);
         if io.finished.get() == 2 {
             self.conns.borrow_mut().remove(&key);
+            if let Some(n) = self.per_listener.borrow_mut().get_mut(io.listener) {
+                *n = n.saturating_sub(1);
+            }
             self.shard.borrow_mut().handle_closed(Instant::now(), key);
             self.pump();
         }
@@ -256,6 +297,7 @@ async fn serve(
         shard: RefCell::new(Shard::new(spec.id, spec.shards, spec.settings.clone())),
         mesh: RefCell::new(mesh),
         conns: RefCell::new(HashMap::new()),
+        per_listener: RefCell::new(Vec::new()),
         unblocked: Notify::default(),
         blocked: Notify::default(),
         ring_batch: spec.ring_batch.max(1),
@@ -266,15 +308,17 @@ async fn serve(
     ctx.shard.borrow_mut().set_clock(Instant::now(), unix_ms);
     ctx.pump();
     let stop = Rc::new(Cell::new(false));
-    if let Some(l) = spec.tcp {
-        l.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(l)?;
-        monoio::spawn(accept_loop(
-            ctx.clone(),
-            listener,
-            spec.max_connections,
-            stop.clone(),
-        ));
+    for (index, l) in spec.listeners.into_iter().enumerate() {
+        l.socket.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(l.socket)?;
+        ctx.per_listener.borrow_mut().push(0);
+        let accept = Accept {
+            index,
+            transport: l.transport,
+            max: l.max_connections,
+            handshake_timeout: l.handshake_timeout,
+        };
+        monoio::spawn(accept_loop(ctx.clone(), listener, accept, stop.clone()));
     }
     monoio::spawn(ring_loop(ctx.clone()));
     monoio::spawn(backpressure_loop(ctx.clone()));
@@ -284,7 +328,15 @@ async fn serve(
     Ok(Stopped { id: spec.id, stats })
 }
 
-async fn accept_loop(ctx: Rc<Ctx>, listener: TcpListener, max: usize, stop: Rc<Cell<bool>>) {
+/// What an accept loop needs to know about its listener.
+struct Accept {
+    index: usize,
+    transport: Transport,
+    max: usize,
+    handshake_timeout: Duration,
+}
+
+async fn accept_loop(ctx: Rc<Ctx>, listener: TcpListener, spec: Accept, stop: Rc<Cell<bool>>) {
     loop {
         let accepted = listener.accept().await;
         if stop.get() {
@@ -299,22 +351,66 @@ async fn accept_loop(ctx: Rc<Ctx>, listener: TcpListener, max: usize, stop: Rc<C
                 continue;
             }
         };
-        if ctx.conns.borrow().len() >= max {
+        if ctx
+            .per_listener
+            .borrow()
+            .get(spec.index)
+            .copied()
+            .unwrap_or(0)
+            >= spec.max
+        {
             drop(stream);
             continue;
         }
         let _ = stream.set_nodelay(true);
-        spawn_connection(&ctx, stream, peer);
+        let tls = match &spec.transport {
+            Transport::Tcp => None,
+            Transport::Tls(config) => match TlsConn::new(config.clone()) {
+                Ok(t) => Some(RefCell::new(t)),
+                Err(e) => {
+                    log_warn(&format!("TLS session for {peer}: {e}"));
+                    continue;
+                }
+            },
+        };
+        let handshaking = tls.is_some();
+        let io = spawn_connection(&ctx, stream, peer, spec.index, tls);
+        if handshaking {
+            monoio::spawn(handshake_deadline(io, spec.handshake_timeout));
+        }
     }
 }
 
-fn spawn_connection(ctx: &Rc<Ctx>, stream: TcpStream, peer: SocketAddr) {
+/// Closes a TLS connection whose handshake has not finished within `timeout`.
+async fn handshake_deadline(io: Rc<ConnIo>, timeout: Duration) {
+    monoio::time::sleep(timeout).await;
+    let late = io.tls.as_ref().is_some_and(|t| t.borrow().is_handshaking());
+    if late && !io.closing.get() {
+        io.close();
+    }
+}
+
+fn spawn_connection(
+    ctx: &Rc<Ctx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+    tls: Option<RefCell<TlsConn>>,
+) -> Rc<ConnIo> {
     let key = ctx.shard.borrow_mut().handle_accept(Instant::now(), peer);
-    let io = Rc::new(ConnIo::default());
+    let io = Rc::new(ConnIo {
+        listener,
+        tls,
+        ..ConnIo::default()
+    });
+    if let Some(n) = ctx.per_listener.borrow_mut().get_mut(listener) {
+        *n += 1;
+    }
     ctx.conns.borrow_mut().insert(key, io.clone());
     let (r, w) = stream.into_split();
     monoio::spawn(read_loop(ctx.clone(), key, io.clone(), r));
-    monoio::spawn(write_loop(ctx.clone(), key, io, w));
+    monoio::spawn(write_loop(ctx.clone(), key, io.clone(), w));
+    io
 }
 
 async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<ConnIo>, mut r: R) {
@@ -327,6 +423,9 @@ async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<Co
     const MAX_READ: usize = 64 * 1024;
     let mut chunk = MIN_READ;
     let mut buf = BytesMut::with_capacity(chunk);
+    // Ciphertext not yet decrypted (TLS only).
+    let mut raw = BytesMut::new();
+    let mut peer_closed = false;
     let mut eof = false;
     'conn: loop {
         // Handle what is buffered.
@@ -361,18 +460,25 @@ async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<Co
         if io.closing.get() {
             break;
         }
-        let want = need.max(chunk);
-        if buf.capacity() - buf.len() < want {
-            buf.reserve(want);
+        if peer_closed {
+            eof = true;
+            break;
         }
-        let spare = buf.capacity() - buf.len();
-        // monoio writes at the start of the buffer it is given: hand it the spare part, after
-        // the bytes of an unfinished packet.
-        let at = buf.len();
-        let (res, b) = r
-            .cancelable_read(monoio::buf::IoBufMut::slice_mut(buf, at..), cancel.clone())
-            .await;
-        buf = b.into_inner();
+        let want = need.max(chunk);
+        // TLS: the socket's bytes go to `raw` and come out of the session as plaintext in
+        // `buf`; plain TCP reads straight into `buf`.
+        let (res, spare) = match &io.tls {
+            None => {
+                let (res, spare, b) = read_more(&mut r, buf, want, &cancel).await;
+                buf = b;
+                (res, spare)
+            }
+            Some(_) => {
+                let (res, spare, b) = read_more(&mut r, raw, want, &cancel).await;
+                raw = b;
+                (res, spare)
+            }
+        };
         match res {
             Ok(0) | Err(_) => {
                 eof = true;
@@ -380,6 +486,24 @@ async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<Co
             }
             Ok(n) if n == spare => chunk = (chunk * 2).min(MAX_READ),
             Ok(_) => {}
+        }
+        if let Some(tls) = &io.tls {
+            let mut tls = tls.borrow_mut();
+            let res = tls.decrypt(&mut raw, &mut buf);
+            if tls.wants_write() {
+                // Handshake messages or an alert to send.
+                io.writer.notify();
+            }
+            match res {
+                Ok(Decrypted::Open) => {}
+                // Handle the plaintext that came with close_notify (a DISCONNECT, say) first.
+                Ok(Decrypted::Closed) => peer_closed = true,
+                Err(_) => {
+                    drop(tls);
+                    ctx.shard.borrow_mut().note_tls_failure(key);
+                    break;
+                }
+            }
         }
     }
     io.close();
@@ -405,6 +529,34 @@ async fn write_loop<W: AsyncWriteRent>(ctx: Rc<Ctx>, key: Key, io: Rc<ConnIo>, m
     'conn: loop {
         loop {
             ctx.shard.borrow_mut().take_output(key, &mut chunks);
+            if let Some(tls) = &io.tls {
+                // Encrypt what the shard wrote, then send the records (with any handshake
+                // messages or alerts the session has queued).
+                let records = {
+                    let mut tls = tls.borrow_mut();
+                    for chunk in chunks.drain(..) {
+                        if tls.encrypt(&chunk).is_err() {
+                            break 'conn;
+                        }
+                    }
+                    if io.closing.get() {
+                        tls.close();
+                    }
+                    let mut out = Vec::new();
+                    if tls.write_records(&mut out).is_err() {
+                        break 'conn;
+                    }
+                    out
+                };
+                if records.is_empty() {
+                    break;
+                }
+                let (res, _) = w.write_all(records).await;
+                if res.is_err() {
+                    break 'conn;
+                }
+                continue;
+            }
             if chunks.is_empty() {
                 break;
             }
@@ -424,6 +576,27 @@ async fn write_loop<W: AsyncWriteRent>(ctx: Rc<Ctx>, key: Key, io: Rc<ConnIo>, m
     let _ = w.shutdown().await;
     io.close();
     ctx.task_finished(key, &io);
+}
+
+/// Reads once from `r` into the spare capacity of `buf` (at least `want` bytes of it), after
+/// the bytes already there. Returns the result, the spare capacity offered, and the buffer.
+async fn read_more<R: CancelableAsyncReadRent>(
+    r: &mut R,
+    mut buf: BytesMut,
+    want: usize,
+    cancel: &monoio::io::CancelHandle,
+) -> (io::Result<usize>, usize, BytesMut) {
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
+    }
+    let spare = buf.capacity() - buf.len();
+    // monoio writes at the start of the buffer it is given: hand it the spare part, after the
+    // bytes of an unfinished packet.
+    let at = buf.len();
+    let (res, b) = r
+        .cancelable_read(monoio::buf::IoBufMut::slice_mut(buf, at..), cancel.clone())
+        .await;
+    (res, spare, b.into_inner())
 }
 
 async fn ring_loop(ctx: Rc<Ctx>) {

@@ -17,6 +17,7 @@ pub mod session;
 pub mod settings;
 pub mod slab;
 pub mod stats;
+pub mod tls;
 pub mod trie;
 
 pub use crate::core::{Event, Read, RegistryMsg, Shard, ShardId, ShardMsg};

@@ -13,6 +13,8 @@ pub struct Stats {
     pub connections_refused: u64,
     /// Enhanced authentication exchanges that succeeded (at CONNECT or re-authentication).
     pub enhanced_auth_success: u64,
+    /// TLS handshakes or sessions that failed (bad record, certificate refused, ...).
+    pub tls_failures: u64,
     /// Established connections that ended.
     pub connections_closed: u64,
     /// No CONNECT within `mqtt.idle_timeout`.

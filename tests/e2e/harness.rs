@@ -166,6 +166,19 @@ impl Broker {
         self.addr.port().to_string()
     }
 
+    /// The address of the listener the log names `name` (`ssl`, ...), waiting for its line.
+    pub(crate) fn listener(&self, name: &str) -> SocketAddr {
+        let prefix = format!("listening on {name} ");
+        self.log
+            .wait_for(START_TIMEOUT, |text| {
+                text.lines().find_map(|l| {
+                    let rest = l.split(&prefix).nth(1)?;
+                    rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
+                })
+            })
+            .unwrap_or_else(|| panic!("no {name} listener in the log:\n{}", self.log.snapshot()))
+    }
+
     /// Sends SIGTERM (without waiting).
     pub(crate) fn terminate(&self) {
         if let Some(child) = &self.child {

@@ -31,4 +31,5 @@ mod shared;
 mod shutdown;
 mod sys;
 mod takeover;
+mod tls;
 mod will;

@@ -138,6 +138,54 @@ pub struct Retainer {
 pub struct Listeners {
     /// `listeners.tcp.*`: MQTT over TCP.
     pub tcp: TcpListeners,
+    /// `listeners.ssl.*`: MQTT over TLS.
+    pub ssl: SslListeners,
+}
+
+/// `listeners.ssl.*`; `default` for now.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SslListeners {
+    /// `listeners.ssl.default.*`.
+    pub default: SslListener,
+}
+
+/// One MQTT over TLS listener.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SslListener {
+    /// `bind`.
+    pub bind: SocketAddr,
+    /// `enable`.
+    pub enable: bool,
+    /// `max_connections`.
+    pub max_connections: Limit,
+    /// `ssl_options.*`.
+    pub ssl_options: SslOptions,
+}
+
+/// `ssl_options.*` of a TLS listener, with EMQX's names.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SslOptions {
+    /// `certfile`: empty is none.
+    pub certfile: PathBuf,
+    /// `keyfile`: empty is none.
+    pub keyfile: PathBuf,
+    /// `cacertfile`: empty is none.
+    pub cacertfile: PathBuf,
+    /// `verify`: whether client certificates are asked for and verified.
+    pub verify_peer: bool,
+    /// `fail_if_no_peer_cert`.
+    pub fail_if_no_peer_cert: bool,
+    /// `versions`: `tlsv1.3`, `tlsv1.2`.
+    pub versions: Vec<&'static str>,
+    /// `handshake_timeout`.
+    pub handshake_timeout: Duration,
+    /// `enable_crl_check`.
+    pub enable_crl_check: bool,
+    /// `crlfile`: empty is none.
+    pub crlfile: PathBuf,
 }
 
 /// `listeners.tcp.*`. EMQX allows any number of named listeners; we have `default` for now.
@@ -315,6 +363,29 @@ impl Config {
                         max_connections: v.get("listeners.tcp.default.max_connections")?,
                     },
                 },
+                ssl: SslListeners {
+                    default: SslListener {
+                        bind: v.get("listeners.ssl.default.bind")?,
+                        enable: v.get("listeners.ssl.default.enable")?,
+                        max_connections: v.get("listeners.ssl.default.max_connections")?,
+                        ssl_options: SslOptions {
+                            certfile: v.get("listeners.ssl.default.ssl_options.certfile")?,
+                            keyfile: v.get("listeners.ssl.default.ssl_options.keyfile")?,
+                            cacertfile: v.get("listeners.ssl.default.ssl_options.cacertfile")?,
+                            verify_peer: v
+                                .get::<Verify>("listeners.ssl.default.ssl_options.verify")?
+                                == Verify::Peer,
+                            fail_if_no_peer_cert: v
+                                .get("listeners.ssl.default.ssl_options.fail_if_no_peer_cert")?,
+                            versions: v.get("listeners.ssl.default.ssl_options.versions")?,
+                            handshake_timeout: v
+                                .get("listeners.ssl.default.ssl_options.handshake_timeout")?,
+                            enable_crl_check: v
+                                .get("listeners.ssl.default.ssl_options.enable_crl_check")?,
+                            crlfile: v.get("listeners.ssl.default.ssl_options.crlfile")?,
+                        },
+                    },
+                },
             },
             node: Node {
                 name: v.get("node.name")?,
@@ -437,6 +508,13 @@ macro_rules! from_enum {
         }
     };
 }
+/// `ssl_options.verify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verify {
+    None,
+    Peer,
+}
+from_enum!(Verify { "verify_none" => Verify::None, "verify_peer" => Verify::Peer });
 from_enum!(Driver { "auto" => Driver::Auto, "io_uring" => Driver::IoUring, "epoll" => Driver::Epoll });
 from_enum!(shard::settings::SharedStrategy {
     "random" => shard::settings::SharedStrategy::Random,

@@ -138,6 +138,83 @@ pub static KEYS: &[Key] = &[
         doc: "Most connections the listener holds at once, over all shards; \
               further ones are refused.",
     },
+    Key {
+        path: "listeners.ssl.default.bind",
+        kind: Kind::Addr,
+        default: "0.0.0.0:8883",
+        doc: "Address the MQTT over TLS listener binds on every shard (SO_REUSEPORT).",
+    },
+    Key {
+        path: "listeners.ssl.default.enable",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "Start the MQTT over TLS listener; it starts only when ssl_options.certfile and \
+              keyfile are set.",
+    },
+    Key {
+        path: "listeners.ssl.default.max_connections",
+        kind: Kind::IntOrInfinity {
+            min: 1,
+            max: U32_MAX,
+        },
+        default: "infinity",
+        doc: "Most connections the TLS listener holds at once, over all shards.",
+    },
+    Key {
+        path: "listeners.ssl.default.ssl_options.certfile",
+        kind: Kind::OptPath,
+        default: "",
+        doc: "PEM file with the server certificate chain (leaf first); \"\" leaves TLS off.",
+    },
+    Key {
+        path: "listeners.ssl.default.ssl_options.keyfile",
+        kind: Kind::OptPath,
+        default: "",
+        doc: "PEM file with the server certificate's private key (PKCS#8, PKCS#1 or SEC1).",
+    },
+    Key {
+        path: "listeners.ssl.default.ssl_options.cacertfile",
+        kind: Kind::OptPath,
+        default: "",
+        doc: "PEM file with the CA certificates client certificates are verified against \
+              (needed by verify_peer).",
+    },
+    Key {
+        path: "listeners.ssl.default.ssl_options.verify",
+        kind: Kind::Enum(&["verify_none", "verify_peer"]),
+        default: "verify_none",
+        doc: "verify_peer asks clients for a certificate and verifies it against cacertfile.",
+    },
+    Key {
+        path: "listeners.ssl.default.ssl_options.fail_if_no_peer_cert",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "With verify_peer: refuse clients that send no certificate.",
+    },
+    Key {
+        path: "listeners.ssl.default.ssl_options.versions",
+        kind: Kind::Names(&["tlsv1.3", "tlsv1.2"]),
+        default: "[\"tlsv1.3\", \"tlsv1.2\"]",
+        doc: "TLS versions offered.",
+    },
+    Key {
+        path: "listeners.ssl.default.ssl_options.handshake_timeout",
+        kind: duration(Duration::from_millis(100), DURATION_MAX),
+        default: "15s",
+        doc: "How long a TLS handshake may take before the connection is closed.",
+    },
+    Key {
+        path: "listeners.ssl.default.ssl_options.enable_crl_check",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "With verify_peer: refuse client certificates revoked by a CRL in crlfile.",
+    },
+    Key {
+        path: "listeners.ssl.default.ssl_options.crlfile",
+        kind: Kind::OptPath,
+        default: "",
+        doc: "PEM file with certificate revocation lists, read with enable_crl_check (ours).",
+    },
     // --- node --------------------------------------------------------------------------------
     Key {
         path: "node.data_dir",

@@ -51,6 +51,8 @@ pub enum Value {
     /// A list of records (`rewrite`, `auto_subscribe.topics`), each with every field of its
     /// kind, defaults filled in.
     List(Vec<Record>),
+    /// A list of names from an enumeration (`ssl_options.versions`), in the order given.
+    Names(Vec<&'static str>),
 }
 
 /// One entry of a list-valued key: its fields in the order the kind declares them.
@@ -96,6 +98,10 @@ impl Value {
             Self::Enum(name) => quote(name),
             Self::Infinity => quote("infinity"),
             Self::Disabled => quote("disabled"),
+            Self::Names(names) => {
+                let quoted: Vec<String> = names.iter().map(|n| quote(n)).collect();
+                format!("[{}]", quoted.join(", "))
+            }
             Self::List(records) => {
                 let items: Vec<String> = records
                     .iter()
@@ -182,6 +188,10 @@ pub enum Kind {
         /// Largest value accepted.
         max: u64,
     },
+    /// A filesystem path, or `""` for none.
+    OptPath,
+    /// A list of distinct names, each one of these (at least one).
+    Names(&'static [&'static str]),
     /// A valid MQTT topic filter (wildcards allowed; `${...}` placeholders are ordinary text).
     Filter,
     /// A regular expression (Rust `regex` syntax: no look-around or back-references).
@@ -239,6 +249,30 @@ impl Kind {
 
     fn try_parse(&self, input: &Input<'_>) -> Option<Value> {
         match *self {
+            Self::OptPath => match *input {
+                Input::Str(s) if !s.contains('\0') => Some(Value::Path(PathBuf::from(s))),
+                _ => None,
+            },
+            Self::Names(allowed) => {
+                let parsed;
+                let array = match *input {
+                    Input::Array(a) => a,
+                    Input::Str(text) => {
+                        parsed = text.parse::<toml_edit::Value>().ok()?;
+                        parsed.as_array()?
+                    }
+                    _ => return None,
+                };
+                let mut names: Vec<&'static str> = Vec::new();
+                for item in array.iter() {
+                    let name = allowed.iter().find(|n| Some(**n) == item.as_str())?;
+                    if names.contains(name) {
+                        return None;
+                    }
+                    names.push(name);
+                }
+                (!names.is_empty()).then_some(Value::Names(names))
+            }
             Self::Filter => match *input {
                 Input::Str(s) if net::mqtt::topic::validate_topic_filter(s).is_ok() => {
                     Some(Value::Name(s.to_owned()))
@@ -361,6 +395,11 @@ impl Kind {
             Self::IntOrDisabled { min, max } => {
                 format!("expected \"disabled\" or an integer from {min} to {max}")
             }
+            Self::OptPath => "expected a path, or \"\" for none".to_owned(),
+            Self::Names(names) => format!(
+                "expected a non-empty list of distinct names from {}",
+                quoted_list(names)
+            ),
             Self::Filter => "expected a valid MQTT topic filter".to_owned(),
             Self::Regex => "expected a regular expression".to_owned(),
             Self::List { fields, max } => format!(
@@ -392,6 +431,8 @@ impl Kind {
             Self::Enum(names) => names.join(" / "),
             Self::IntOrInfinity { min, max } => format!("infinity / integer {min}..={max}"),
             Self::IntOrDisabled { min, max } => format!("disabled / integer {min}..={max}"),
+            Self::OptPath => "path or \"\"".to_owned(),
+            Self::Names(names) => format!("list of {}", names.join(" / ")),
             Self::Filter => "topic filter".to_owned(),
             Self::Regex => "regex".to_owned(),
             Self::List { fields, max } => {
@@ -778,6 +819,15 @@ impl<T: FromRecord> FromValue for Vec<T> {
     fn from_value(value: &Value) -> Option<Self> {
         match value {
             Value::List(records) => records.iter().map(T::from_record).collect(),
+            _ => None,
+        }
+    }
+}
+
+impl FromValue for Vec<&'static str> {
+    fn from_value(value: &Value) -> Option<Self> {
+        match value {
+            Value::Names(names) => Some(names.clone()),
             _ => None,
         }
     }

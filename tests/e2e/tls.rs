@@ -1,0 +1,342 @@
+//! MQTT over TLS through the real broker with mosquitto_pub/sub: server authentication,
+//! mutual TLS (a missing or foreign client certificate refused), a revoked client certificate
+//! refused by a CRL, a garbage TLS record answered with a close without disturbing other
+//! clients, and unusable certificate files stopping the broker with the key and file named.
+//! Certificates are made at test time with rcgen.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber, date_time_ymd,
+};
+
+use crate::harness::{Broker, Proc, mosquitto, unique};
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A CA, a server certificate for 127.0.0.1/localhost, client certificates with serials 42
+/// and 43, one from another CA, and a CRL revoking serial 42, as PEM files in a fresh
+/// directory.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new() -> Self {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "pki-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+
+        let ca = |cn: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let key = KeyPair::generate().unwrap();
+            let cert = p.self_signed(&key).unwrap();
+            (cert, key)
+        };
+        let (ca_cert, ca_key) = ca("test CA");
+        let (rogue_cert, rogue_key) = ca("rogue CA");
+        write("ca.pem", ca_cert.pem());
+
+        let mut sp = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        sp.subject_alt_names
+            .push(SanType::IpAddress(Ipv4Addr::LOCALHOST.into()));
+        sp.distinguished_name.push(DnType::CommonName, "broker");
+        let sk = KeyPair::generate().unwrap();
+        let server = sp.signed_by(&sk, &ca_cert, &ca_key).unwrap();
+        write("server.pem", server.pem());
+        write("server.key", sk.serialize_pem());
+
+        let client = |name: &str, serial: u64, issuer: &rcgen::Certificate, ik: &KeyPair| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, name);
+            p.serial_number = Some(SerialNumber::from(serial));
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let k = KeyPair::generate().unwrap();
+            let c = p.signed_by(&k, issuer, ik).unwrap();
+            write(&format!("{name}.pem"), c.pem());
+            write(&format!("{name}.key"), k.serialize_pem());
+        };
+        client("dev-42", 42, &ca_cert, &ca_key);
+        client("dev-43", 43, &ca_cert, &ca_key);
+        client("rogue", 44, &rogue_cert, &rogue_key);
+
+        let crl = CertificateRevocationListParams {
+            this_update: date_time_ymd(2024, 1, 1),
+            next_update: date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from(42u64),
+                revocation_time: date_time_ymd(2024, 6, 1),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca_cert, &ca_key)
+        .unwrap();
+        write("crl.pem", crl.pem().unwrap());
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// `--set` arguments for the TLS listener with this PKI's server certificate.
+    fn server_sets(&self) -> Vec<String> {
+        vec![
+            "listeners.ssl.default.bind=127.0.0.1:0".to_owned(),
+            format!(
+                "listeners.ssl.default.ssl_options.certfile={}",
+                self.path("server.pem")
+            ),
+            format!(
+                "listeners.ssl.default.ssl_options.keyfile={}",
+                self.path("server.key")
+            ),
+        ]
+    }
+
+    fn mutual_sets(&self) -> Vec<String> {
+        let mut v = self.server_sets();
+        v.push(format!(
+            "listeners.ssl.default.ssl_options.cacertfile={}",
+            self.path("ca.pem")
+        ));
+        v.push("listeners.ssl.default.ssl_options.verify=verify_peer".to_owned());
+        v.push("listeners.ssl.default.ssl_options.fail_if_no_peer_cert=true".to_owned());
+        v
+    }
+}
+
+fn start(sets: &[String]) -> (Broker, String) {
+    let refs: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let broker = Broker::start_with(&refs);
+    let port = broker.listener("ssl").port().to_string();
+    (broker, port)
+}
+
+/// mosquitto_pub over TLS with `extra` (`--cert`/`--key`); whether it succeeded, and stderr.
+fn tls_pub(pki: &Pki, port: &str, version: &str, extra: &[String]) -> (bool, String) {
+    let mut cmd = mosquitto("mosquitto_pub");
+    cmd.args(["-h", "127.0.0.1", "-p", port, "-V", version, "-q", "1"])
+        .args(["--cafile", &pki.path("ca.pem")])
+        .args(["-i", &unique("tpub"), "-t", "tls/t", "-m", "over-tls"])
+        .args(extra);
+    let done = Proc::spawn("mosquitto_pub", cmd).unwrap().finish(TIMEOUT);
+    (done.status.success(), done.stderr)
+}
+
+fn client_cert(pki: &Pki, name: &str) -> Vec<String> {
+    vec![
+        "--cert".to_owned(),
+        pki.path(&format!("{name}.pem")),
+        "--key".to_owned(),
+        pki.path(&format!("{name}.key")),
+    ]
+}
+
+fn tls_sub(pki: &Pki, port: &str, version: &str, count: &str, extra: &[String]) -> Proc {
+    let mut cmd = mosquitto("mosquitto_sub");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-V",
+        version,
+        "-q",
+        "1",
+        "-v",
+        "-d",
+    ])
+    .args(["--cafile", &pki.path("ca.pem")])
+    .args([
+        "-i",
+        &unique("tsub"),
+        "-t",
+        "tls/#",
+        "-C",
+        count,
+        "-W",
+        "10",
+    ])
+    .args(extra);
+    Proc::spawn("mosquitto_sub", cmd).unwrap()
+}
+
+#[test]
+fn publish_and_subscribe_over_tls() {
+    let pki = Pki::new();
+    tls_round_trip(&pki, &pki.server_sets(), &["mqttv311", "mqttv5"]);
+}
+
+#[test]
+fn tls_on_the_epoll_driver() {
+    let pki = Pki::new();
+    let mut sets = pki.server_sets();
+    sets.push("node.driver=epoll".to_owned());
+    tls_round_trip(&pki, &sets, &["mqttv5"]);
+}
+
+fn tls_round_trip(pki: &Pki, sets: &[String], versions: &[&str]) {
+    let (broker, port) = start(sets);
+    for &version in versions {
+        let mut sub = tls_sub(pki, &port, version, "2", &[]);
+        sub.wait_line(TIMEOUT, "SUBACK", |l| l.contains("received SUBACK"));
+        let (ok, err) = tls_pub(pki, &port, version, &[]);
+        assert!(ok, "{version}: {err}");
+        // A plain TCP publisher reaches the TLS subscriber too.
+        let mut cmd = mosquitto("mosquitto_pub");
+        cmd.args(["-h", "127.0.0.1", "-p", &broker.port(), "-q", "1"])
+            .args(["-i", &unique("ppub"), "-t", "tls/plain", "-m", "over-tcp"]);
+        assert!(
+            Proc::spawn("mosquitto_pub", cmd)
+                .unwrap()
+                .finish(TIMEOUT)
+                .status
+                .success()
+        );
+        let done = sub.finish(TIMEOUT);
+        assert!(done.status.success(), "{version}: {}", done.stderr);
+        let got: Vec<&String> = done
+            .stdout
+            .iter()
+            .filter(|l| l.starts_with("tls/"))
+            .collect();
+        assert_eq!(got, ["tls/t over-tls", "tls/plain over-tcp"], "{version}");
+    }
+}
+
+#[test]
+fn mutual_tls_needs_a_certificate_from_the_ca() {
+    let pki = Pki::new();
+    let (_broker, port) = start(&pki.mutual_sets());
+    let (ok, err) = tls_pub(&pki, &port, "mqttv311", &client_cert(&pki, "dev-43"));
+    assert!(ok, "a certificate from the CA: {err}");
+    let (ok, _) = tls_pub(&pki, &port, "mqttv311", &[]);
+    assert!(!ok, "no client certificate must be refused");
+    let (ok, _) = tls_pub(&pki, &port, "mqttv5", &client_cert(&pki, "rogue"));
+    assert!(!ok, "a certificate from another CA must be refused");
+}
+
+#[test]
+fn a_revoked_client_certificate_is_refused() {
+    let pki = Pki::new();
+    let mut sets = pki.mutual_sets();
+    sets.push("listeners.ssl.default.ssl_options.enable_crl_check=true".to_owned());
+    sets.push(format!(
+        "listeners.ssl.default.ssl_options.crlfile={}",
+        pki.path("crl.pem")
+    ));
+    let (_broker, port) = start(&sets);
+    let (ok, _) = tls_pub(&pki, &port, "mqttv311", &client_cert(&pki, "dev-42"));
+    assert!(!ok, "serial 42 is revoked");
+    let (ok, err) = tls_pub(&pki, &port, "mqttv311", &client_cert(&pki, "dev-43"));
+    assert!(ok, "serial 43 is not: {err}");
+}
+
+#[test]
+fn garbage_tls_records_are_closed_without_disturbing_others() {
+    let pki = Pki::new();
+    let (_broker, port) = start(&pki.server_sets());
+    let mut sub = tls_sub(&pki, &port, "mqttv311", "1", &[]);
+    sub.wait_line(TIMEOUT, "SUBACK", |l| l.contains("received SUBACK"));
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0x16, 0x03, 0x01, 0x00, 0x05, 0xff, 0xff, 0xff, 0xff, 0xff][..],
+        &[
+            0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c,
+        ][..],
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.write_all(garbage).unwrap();
+        let mut buf = [0u8; 512];
+        // An alert and/or the close: read until EOF or a reset, never a hang.
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+    let (ok, err) = tls_pub(&pki, &port, "mqttv311", &[]);
+    assert!(ok, "{err}");
+    let done = sub.finish(TIMEOUT);
+    assert!(
+        done.stdout.iter().any(|l| l == "tls/t over-tls"),
+        "the subscriber kept its session: {:?} {}",
+        done.stdout,
+        done.stderr
+    );
+}
+
+/// Runs `broker run` with `sets` expecting it to refuse to start; returns its stderr.
+fn refused(sets: &[String]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_broker"));
+    cmd.args(["run", "--cores", "2"])
+        .args(["--set", "listeners.tcp.default.bind=127.0.0.1:0"]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn unusable_certificate_files_stop_the_broker_naming_the_file() {
+    let pki = Pki::new();
+    let mut missing = pki.server_sets();
+    missing[1] = "listeners.ssl.default.ssl_options.certfile=/nonexistent/server.pem".to_owned();
+    let err = refused(&missing);
+    assert!(
+        err.contains("listeners.ssl.default.ssl_options.certfile /nonexistent/server.pem"),
+        "{err}"
+    );
+    let mut mismatched = pki.server_sets();
+    mismatched[2] = format!(
+        "listeners.ssl.default.ssl_options.keyfile={}",
+        pki.path("dev-42.key")
+    );
+    let err = refused(&mismatched);
+    assert!(err.contains("does not belong to the certificate"), "{err}");
+    let mut not_pem = pki.server_sets();
+    not_pem[2] = format!(
+        "listeners.ssl.default.ssl_options.keyfile={}",
+        pki.path("ca.pem")
+    );
+    let err = refused(&not_pem);
+    assert!(
+        err.contains("listeners.ssl.default.ssl_options.keyfile"),
+        "{err}"
+    );
+    let mut no_ca = pki.mutual_sets();
+    no_ca.retain(|s| !s.contains("cacertfile"));
+    let err = refused(&no_ca);
+    assert!(
+        err.contains("listeners.ssl.default.ssl_options.cacertfile is not set"),
+        "{err}"
+    );
+}
