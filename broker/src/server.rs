@@ -283,6 +283,35 @@ impl ServeSpec {
                 handshake_timeout: o.handshake_timeout,
             });
         }
+        let ws = &config.listeners.ws.default;
+        if ws.enable {
+            let key = "listeners.ws.default";
+            listeners.push(ListenerPlan {
+                name: "ws",
+                key,
+                bind: ws.bind,
+                transport: Transport::Ws(ws_options(key, &ws.websocket, m.max_packet_size)?),
+                max_connections: limit(ws.max_connections),
+                handshake_timeout: m.idle_timeout,
+            });
+        }
+        let wss = &config.listeners.wss.default;
+        let o = &wss.ssl_options;
+        let has_cert = !o.certfile.as_os_str().is_empty() || !o.keyfile.as_os_str().is_empty();
+        if wss.enable && has_cert {
+            let key = "listeners.wss.default";
+            listeners.push(ListenerPlan {
+                name: "wss",
+                key,
+                bind: wss.bind,
+                transport: Transport::Wss(
+                    crate::tls::server_config(key, o)?,
+                    ws_options(key, &wss.websocket, m.max_packet_size)?,
+                ),
+                max_connections: limit(wss.max_connections),
+                handshake_timeout: o.handshake_timeout,
+            });
+        }
         Ok(Self {
             cores,
             cpus: config.shard.pin_cpus.then(crate::cpus::affinity).flatten(),
@@ -297,6 +326,36 @@ impl ServeSpec {
             ring_batch: config.shard.max_events_per_turn,
         })
     }
+}
+
+/// The WebSocket options of the listener under `key`.
+fn ws_options(
+    key: &str,
+    w: &crate::config::WebsocketOptions,
+    max_packet_size: u32,
+) -> Result<Arc<shard::ws::WsOptions>, String> {
+    if !w.mqtt_path.starts_with('/') {
+        return Err(format!(
+            "{key}.websocket.mqtt_path: expected a path starting with '/', got {:?}",
+            w.mqtt_path
+        ));
+    }
+    if w.supported_subprotocols.is_empty() && w.fail_if_no_subprotocol {
+        return Err(format!(
+            "{key}.websocket.supported_subprotocols: empty while fail_if_no_subprotocol is \
+             true: every client would be refused"
+        ));
+    }
+    Ok(Arc::new(shard::ws::WsOptions {
+        path: w.mqtt_path.clone(),
+        subprotocols: w.supported_subprotocols.clone(),
+        fail_if_no_subprotocol: w.fail_if_no_subprotocol,
+        check_origin: w.check_origin_enable,
+        allowed_origins: w.allowed_origins.clone(),
+        proxy_address_header: w.proxy_address_header.clone(),
+        // A WebSocket message carries at most a packet and a part of the next one.
+        max_message: (max_packet_size as usize).saturating_mul(2).max(64 * 1024),
+    }))
 }
 
 /// Compiles the `rewrite` rules. Their expressions were validated when the configuration was

@@ -753,7 +753,14 @@ impl Shard {
         key
     }
 
-    /// The transport of `conn` failed (a TLS handshake or record error): counted; the driver
+    /// The client's address as a proxy in front reported it (WebSocket `X-Forwarded-For`).
+    pub fn set_peer(&mut self, conn: Key, peer: SocketAddr) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.peer = peer;
+        }
+    }
+
+    /// The transport of `conn` failed (a TLS or WebSocket error): counted; the driver
     /// closes the socket, and [`Shard::handle_closed`] follows as for any close.
     pub fn note_tls_failure(&mut self, conn: Key) {
         self.stats.tls_failures += 1;

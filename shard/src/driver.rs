@@ -39,6 +39,7 @@ use crate::settings::Settings;
 use crate::slab::Key;
 use crate::stats::Stats;
 use crate::tls::{Decrypted, TlsConn};
+use crate::ws::{WsConn, WsOptions, WsStatus};
 
 /// Which I/O driver a shard runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,10 @@ pub enum Transport {
     Tcp,
     /// TLS over TCP, with this server configuration (certificate, client verification).
     Tls(Arc<rustls::ServerConfig>),
+    /// WebSocket over TCP.
+    Ws(Arc<WsOptions>),
+    /// WebSocket over TLS.
+    Wss(Arc<rustls::ServerConfig>, Arc<WsOptions>),
 }
 
 impl std::fmt::Debug for Transport {
@@ -65,7 +70,93 @@ impl std::fmt::Debug for Transport {
         f.write_str(match self {
             Self::Tcp => "Tcp",
             Self::Tls(_) => "Tls",
+            Self::Ws(_) => "Ws",
+            Self::Wss(..) => "Wss",
         })
+    }
+}
+
+/// The byte transformations between a connection's socket and the MQTT codec: TLS, WebSocket
+/// framing, or both (WSS: WebSocket inside TLS).
+struct Layer {
+    tls: Option<TlsConn>,
+    ws: Option<WsConn>,
+    /// WSS: bytes TLS decrypted that WebSocket has not taken yet.
+    mid: BytesMut,
+}
+
+impl Layer {
+    fn new(transport: &Transport) -> Result<Option<Self>, rustls::Error> {
+        let (tls, ws) = match transport {
+            Transport::Tcp => return Ok(None),
+            Transport::Tls(c) => (Some(TlsConn::new(c.clone())?), None),
+            Transport::Ws(o) => (None, Some(WsConn::new(o.clone()))),
+            Transport::Wss(c, o) => (Some(TlsConn::new(c.clone())?), Some(WsConn::new(o.clone()))),
+        };
+        Ok(Some(Self {
+            tls,
+            ws,
+            mid: BytesMut::new(),
+        }))
+    }
+
+    /// Socket bytes in `raw` → MQTT bytes appended to `plain`; `Ok(true)` once the peer has
+    /// closed (TLS close_notify, WebSocket close frame).
+    fn receive(&mut self, raw: &mut BytesMut, plain: &mut BytesMut) -> io::Result<bool> {
+        match (&mut self.tls, &mut self.ws) {
+            (Some(t), None) => Ok(t.decrypt(raw, plain)? == Decrypted::Closed),
+            (None, Some(w)) => Ok(w.receive(raw, plain)? == WsStatus::Closed),
+            (Some(t), Some(w)) => {
+                let tls_closed = t.decrypt(raw, &mut self.mid)? == Decrypted::Closed;
+                let ws_closed = w.receive(&mut self.mid, plain)? == WsStatus::Closed;
+                Ok(tls_closed || ws_closed)
+            }
+            (None, None) => {
+                plain.extend_from_slice(raw);
+                raw.clear();
+                Ok(false)
+            }
+        }
+    }
+
+    /// MQTT bytes in `chunks` (drained) → socket bytes; `closing` starts the layers' closing
+    /// handshakes (WebSocket close frame, TLS close_notify).
+    fn send(&mut self, chunks: &mut Vec<Bytes>, closing: bool) -> io::Result<Vec<u8>> {
+        let mut framed = Vec::new();
+        if let Some(w) = &mut self.ws {
+            w.send(chunks)?;
+            chunks.clear();
+            if closing {
+                w.close();
+            }
+            w.take_output(&mut framed);
+        }
+        let Some(t) = &mut self.tls else {
+            return Ok(framed);
+        };
+        if !framed.is_empty() {
+            t.encrypt(&framed)?;
+        }
+        for c in chunks.drain(..) {
+            t.encrypt(&c)?;
+        }
+        if closing {
+            t.close();
+        }
+        let mut out = Vec::new();
+        t.write_records(&mut out)?;
+        Ok(out)
+    }
+
+    fn wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(TlsConn::wants_write)
+            || self.ws.as_ref().is_some_and(WsConn::wants_write)
+    }
+
+    /// Whether a handshake (TLS, WebSocket upgrade) is still running.
+    fn is_handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(TlsConn::is_handshaking)
+            || self.ws.as_ref().is_some_and(|w| !w.is_open())
     }
 }
 
@@ -196,8 +287,8 @@ struct ConnIo {
     finished: Cell<u8>,
     /// Index of the listener that accepted it.
     listener: usize,
-    /// The TLS session, on a TLS listener.
-    tls: Option<RefCell<TlsConn>>,
+    /// TLS and/or WebSocket, on such a listener.
+    layer: Option<RefCell<Layer>>,
 }
 
 impl ConnIo {
@@ -363,28 +454,29 @@ async fn accept_loop(ctx: Rc<Ctx>, listener: TcpListener, spec: Accept, stop: Rc
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let tls = match &spec.transport {
-            Transport::Tcp => None,
-            Transport::Tls(config) => match TlsConn::new(config.clone()) {
-                Ok(t) => Some(RefCell::new(t)),
-                Err(e) => {
-                    log_warn(&format!("TLS session for {peer}: {e}"));
-                    continue;
-                }
-            },
+        let layer = match Layer::new(&spec.transport) {
+            Ok(l) => l.map(RefCell::new),
+            Err(e) => {
+                log_warn(&format!("TLS session for {peer}: {e}"));
+                continue;
+            }
         };
-        let handshaking = tls.is_some();
-        let io = spawn_connection(&ctx, stream, peer, spec.index, tls);
+        let handshaking = layer.is_some();
+        let io = spawn_connection(&ctx, stream, peer, spec.index, layer);
         if handshaking {
             monoio::spawn(handshake_deadline(io, spec.handshake_timeout));
         }
     }
 }
 
-/// Closes a TLS connection whose handshake has not finished within `timeout`.
+/// Closes a connection whose TLS handshake or WebSocket upgrade has not finished within
+/// `timeout`.
 async fn handshake_deadline(io: Rc<ConnIo>, timeout: Duration) {
     monoio::time::sleep(timeout).await;
-    let late = io.tls.as_ref().is_some_and(|t| t.borrow().is_handshaking());
+    let late = io
+        .layer
+        .as_ref()
+        .is_some_and(|l| l.borrow().is_handshaking());
     if late && !io.closing.get() {
         io.close();
     }
@@ -395,12 +487,12 @@ fn spawn_connection(
     stream: TcpStream,
     peer: SocketAddr,
     listener: usize,
-    tls: Option<RefCell<TlsConn>>,
+    layer: Option<RefCell<Layer>>,
 ) -> Rc<ConnIo> {
     let key = ctx.shard.borrow_mut().handle_accept(Instant::now(), peer);
     let io = Rc::new(ConnIo {
         listener,
-        tls,
+        layer,
         ..ConnIo::default()
     });
     if let Some(n) = ctx.per_listener.borrow_mut().get_mut(listener) {
@@ -467,7 +559,7 @@ async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<Co
         let want = need.max(chunk);
         // TLS: the socket's bytes go to `raw` and come out of the session as plaintext in
         // `buf`; plain TCP reads straight into `buf`.
-        let (res, spare) = match &io.tls {
+        let (res, spare) = match &io.layer {
             None => {
                 let (res, spare, b) = read_more(&mut r, buf, want, &cancel).await;
                 buf = b;
@@ -487,19 +579,31 @@ async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<Co
             Ok(n) if n == spare => chunk = (chunk * 2).min(MAX_READ),
             Ok(_) => {}
         }
-        if let Some(tls) = &io.tls {
-            let mut tls = tls.borrow_mut();
-            let res = tls.decrypt(&mut raw, &mut buf);
-            if tls.wants_write() {
-                // Handshake messages or an alert to send.
+        if let Some(layer) = &io.layer {
+            let mut layer = layer.borrow_mut();
+            let was_handshaking = layer.is_handshaking();
+            let res = layer.receive(&mut raw, &mut buf);
+            if layer.wants_write() {
+                // Handshake messages, pongs, an alert or an HTTP error to send.
                 io.writer.notify();
             }
+            let forwarded = match (&layer.ws, was_handshaking && !layer.is_handshaking()) {
+                (Some(w), true) => w.forwarded_for(),
+                _ => None,
+            };
+            drop(layer);
+            if let Some(ip) = forwarded {
+                // Behind a proxy: the client is the address the proxy header names.
+                let port = ctx.shard.borrow().peer(key).map_or(0, |p| p.port());
+                ctx.shard
+                    .borrow_mut()
+                    .set_peer(key, SocketAddr::new(ip, port));
+            }
             match res {
-                Ok(Decrypted::Open) => {}
-                // Handle the plaintext that came with close_notify (a DISCONNECT, say) first.
-                Ok(Decrypted::Closed) => peer_closed = true,
+                Ok(false) => {}
+                // Handle the bytes that came with the close (a DISCONNECT, say) first.
+                Ok(true) => peer_closed = true,
                 Err(_) => {
-                    drop(tls);
                     ctx.shard.borrow_mut().note_tls_failure(key);
                     break;
                 }
@@ -529,24 +633,12 @@ async fn write_loop<W: AsyncWriteRent>(ctx: Rc<Ctx>, key: Key, io: Rc<ConnIo>, m
     'conn: loop {
         loop {
             ctx.shard.borrow_mut().take_output(key, &mut chunks);
-            if let Some(tls) = &io.tls {
-                // Encrypt what the shard wrote, then send the records (with any handshake
-                // messages or alerts the session has queued).
-                let records = {
-                    let mut tls = tls.borrow_mut();
-                    for chunk in chunks.drain(..) {
-                        if tls.encrypt(&chunk).is_err() {
-                            break 'conn;
-                        }
-                    }
-                    if io.closing.get() {
-                        tls.close();
-                    }
-                    let mut out = Vec::new();
-                    if tls.write_records(&mut out).is_err() {
-                        break 'conn;
-                    }
-                    out
+            if let Some(layer) = &io.layer {
+                // Frame and/or encrypt what the shard wrote, then send it (with any handshake
+                // messages, pongs or alerts the layers have queued).
+                let records = match layer.borrow_mut().send(&mut chunks, io.closing.get()) {
+                    Ok(out) => out,
+                    Err(_) => break 'conn,
                 };
                 if records.is_empty() {
                     break;

@@ -19,6 +19,7 @@ pub mod slab;
 pub mod stats;
 pub mod tls;
 pub mod trie;
+pub mod ws;
 
 pub use crate::core::{Event, Read, RegistryMsg, Shard, ShardId, ShardMsg};
 pub use crate::settings::Settings;

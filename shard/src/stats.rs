@@ -13,7 +13,8 @@ pub struct Stats {
     pub connections_refused: u64,
     /// Enhanced authentication exchanges that succeeded (at CONNECT or re-authentication).
     pub enhanced_auth_success: u64,
-    /// TLS handshakes or sessions that failed (bad record, certificate refused, ...).
+    /// TLS or WebSocket sessions that failed (bad record or frame, certificate refused, a
+    /// refused upgrade, ...).
     pub tls_failures: u64,
     /// Established connections that ended.
     pub connections_closed: u64,

@@ -94,6 +94,7 @@ impl Broker {
         let mut cmd = Command::new(BROKER);
         cmd.args(["run", "--cores", "2"])
             .args(["--set", "listeners.tcp.default.bind=127.0.0.1:0"])
+            .args(["--set", "listeners.ws.default.bind=127.0.0.1:0"])
             .arg("--set")
             .arg(format!("node.data_dir={}", data_dir.display()));
         for s in sets {

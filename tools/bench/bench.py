@@ -121,7 +121,8 @@ def make_brokers(root, rumqttd, cores):
     ours = Broker(
         "ours", f"this broker, `--cores {cores}`",
         lambda port, _cfg: [os.path.join(bdir, "broker"), "run", "--cores", str(cores),
-                            "--set", f"listeners.tcp.default.bind=127.0.0.1:{port}"],
+                            "--set", f"listeners.tcp.default.bind=127.0.0.1:{port}",
+                            "--set", "listeners.ws.default.bind=127.0.0.1:0"],
         version_of([os.path.join(bdir, "broker"), "--version"]))
     mosq = Broker(
         "mosquitto", "Mosquitto",

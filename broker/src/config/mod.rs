@@ -140,6 +140,74 @@ pub struct Listeners {
     pub tcp: TcpListeners,
     /// `listeners.ssl.*`: MQTT over TLS.
     pub ssl: SslListeners,
+    /// `listeners.ws.*`: MQTT over WebSocket.
+    pub ws: WsListeners,
+    /// `listeners.wss.*`: MQTT over WebSocket over TLS.
+    pub wss: WssListeners,
+}
+
+/// `listeners.ws.*`; `default` for now.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct WsListeners {
+    /// `listeners.ws.default.*`.
+    pub default: WsListener,
+}
+
+/// One MQTT over WebSocket listener.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct WsListener {
+    /// `bind`.
+    pub bind: SocketAddr,
+    /// `enable`.
+    pub enable: bool,
+    /// `max_connections`.
+    pub max_connections: Limit,
+    /// `websocket.*`.
+    pub websocket: WebsocketOptions,
+}
+
+/// `listeners.wss.*`; `default` for now.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct WssListeners {
+    /// `listeners.wss.default.*`.
+    pub default: WssListener,
+}
+
+/// One MQTT over WebSocket over TLS listener.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct WssListener {
+    /// `bind`.
+    pub bind: SocketAddr,
+    /// `enable`.
+    pub enable: bool,
+    /// `max_connections`.
+    pub max_connections: Limit,
+    /// `ssl_options.*`.
+    pub ssl_options: SslOptions,
+    /// `websocket.*`.
+    pub websocket: WebsocketOptions,
+}
+
+/// `websocket.*` of a WebSocket listener, with EMQX's names.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct WebsocketOptions {
+    /// `mqtt_path`.
+    pub mqtt_path: String,
+    /// `supported_subprotocols`, split at commas.
+    pub supported_subprotocols: Vec<String>,
+    /// `fail_if_no_subprotocol`.
+    pub fail_if_no_subprotocol: bool,
+    /// `check_origin_enable`.
+    pub check_origin_enable: bool,
+    /// `allowed_origins`, split at commas.
+    pub allowed_origins: Vec<String>,
+    /// `proxy_address_header`, lower case; empty is none.
+    pub proxy_address_header: String,
 }
 
 /// `listeners.ssl.*`; `default` for now.
@@ -368,22 +436,24 @@ impl Config {
                         bind: v.get("listeners.ssl.default.bind")?,
                         enable: v.get("listeners.ssl.default.enable")?,
                         max_connections: v.get("listeners.ssl.default.max_connections")?,
-                        ssl_options: SslOptions {
-                            certfile: v.get("listeners.ssl.default.ssl_options.certfile")?,
-                            keyfile: v.get("listeners.ssl.default.ssl_options.keyfile")?,
-                            cacertfile: v.get("listeners.ssl.default.ssl_options.cacertfile")?,
-                            verify_peer: v
-                                .get::<Verify>("listeners.ssl.default.ssl_options.verify")?
-                                == Verify::Peer,
-                            fail_if_no_peer_cert: v
-                                .get("listeners.ssl.default.ssl_options.fail_if_no_peer_cert")?,
-                            versions: v.get("listeners.ssl.default.ssl_options.versions")?,
-                            handshake_timeout: v
-                                .get("listeners.ssl.default.ssl_options.handshake_timeout")?,
-                            enable_crl_check: v
-                                .get("listeners.ssl.default.ssl_options.enable_crl_check")?,
-                            crlfile: v.get("listeners.ssl.default.ssl_options.crlfile")?,
-                        },
+                        ssl_options: ssl_options(&v, "listeners.ssl.default")?,
+                    },
+                },
+                ws: WsListeners {
+                    default: WsListener {
+                        bind: v.get("listeners.ws.default.bind")?,
+                        enable: v.get("listeners.ws.default.enable")?,
+                        max_connections: v.get("listeners.ws.default.max_connections")?,
+                        websocket: websocket_options(&v, "listeners.ws.default")?,
+                    },
+                },
+                wss: WssListeners {
+                    default: WssListener {
+                        bind: v.get("listeners.wss.default.bind")?,
+                        enable: v.get("listeners.wss.default.enable")?,
+                        max_connections: v.get("listeners.wss.default.max_connections")?,
+                        ssl_options: ssl_options(&v, "listeners.wss.default")?,
+                        websocket: websocket_options(&v, "listeners.wss.default")?,
                     },
                 },
             },
@@ -459,6 +529,54 @@ impl Default for Config {
             .expect("the built-in defaults are valid")
             .into_config()
     }
+}
+
+/// `PREFIX.ssl_options.*` of a TLS listener.
+fn ssl_options(v: &Values<'_>, prefix: &str) -> Result<SslOptions, ConfigError> {
+    let k = |name: &str| -> Result<&'static str, ConfigError> {
+        let path = format!("{prefix}.ssl_options.{name}");
+        schema::find(&path)
+            .map(|key| key.path)
+            .ok_or(ConfigError::Schema { key: "ssl_options" })
+    };
+    Ok(SslOptions {
+        certfile: v.get(k("certfile")?)?,
+        keyfile: v.get(k("keyfile")?)?,
+        cacertfile: v.get(k("cacertfile")?)?,
+        verify_peer: v.get::<Verify>(k("verify")?)? == Verify::Peer,
+        fail_if_no_peer_cert: v.get(k("fail_if_no_peer_cert")?)?,
+        versions: v.get(k("versions")?)?,
+        handshake_timeout: v.get(k("handshake_timeout")?)?,
+        enable_crl_check: v.get(k("enable_crl_check")?)?,
+        crlfile: v.get(k("crlfile")?)?,
+    })
+}
+
+/// `PREFIX.websocket.*` of a WebSocket listener.
+fn websocket_options(v: &Values<'_>, prefix: &str) -> Result<WebsocketOptions, ConfigError> {
+    let k = |name: &str| -> Result<&'static str, ConfigError> {
+        let path = format!("{prefix}.websocket.{name}");
+        schema::find(&path)
+            .map(|key| key.path)
+            .ok_or(ConfigError::Schema { key: "websocket" })
+    };
+    let list = |text: String| -> Vec<String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    Ok(WebsocketOptions {
+        mqtt_path: v.get(k("mqtt_path")?)?,
+        supported_subprotocols: list(v.get(k("supported_subprotocols")?)?),
+        fail_if_no_subprotocol: v.get(k("fail_if_no_subprotocol")?)?,
+        check_origin_enable: v.get(k("check_origin_enable")?)?,
+        allowed_origins: list(v.get(k("allowed_origins")?)?),
+        proxy_address_header: v
+            .get::<String>(k("proxy_address_header")?)?
+            .to_ascii_lowercase(),
+    })
 }
 
 /// Reads the values of [`Config::from_values`] by key path, keeping track of what was read.

@@ -4,6 +4,7 @@
 //! Adding a setting takes one entry in [`KEYS`] and one typed field in [`super::Config`] (read
 //! in `Config::from_values`); the tests check that the two agree.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::value::{DURATION_MAX, Field, Kind};
@@ -100,8 +101,183 @@ const AUTO_SUBSCRIBE_FIELDS: &[Field] = &[
     },
 ];
 
-/// Every known key, grouped by table, in the order `broker config keys` lists them.
-pub static KEYS: &[Key] = &[
+/// The keys of one TLS listener's `ssl_options`, under `$p` (`listeners.ssl.default`).
+macro_rules! ssl_option_keys {
+    ($p:literal) => {
+        [
+            Key {
+                path: concat!($p, ".ssl_options.certfile"),
+                kind: Kind::OptPath,
+                default: "",
+                doc: "PEM file with the server certificate chain (leaf first); \"\" leaves the \
+                      listener off.",
+            },
+            Key {
+                path: concat!($p, ".ssl_options.keyfile"),
+                kind: Kind::OptPath,
+                default: "",
+                doc: "PEM file with the server certificate's private key (PKCS#8, PKCS#1 or \
+                      SEC1).",
+            },
+            Key {
+                path: concat!($p, ".ssl_options.cacertfile"),
+                kind: Kind::OptPath,
+                default: "",
+                doc: "PEM file with the CA certificates client certificates are verified \
+                      against (needed by verify_peer).",
+            },
+            Key {
+                path: concat!($p, ".ssl_options.verify"),
+                kind: Kind::Enum(&["verify_none", "verify_peer"]),
+                default: "verify_none",
+                doc: "verify_peer asks clients for a certificate and verifies it against \
+                      cacertfile.",
+            },
+            Key {
+                path: concat!($p, ".ssl_options.fail_if_no_peer_cert"),
+                kind: Kind::Bool,
+                default: "false",
+                doc: "With verify_peer: refuse clients that send no certificate.",
+            },
+            Key {
+                path: concat!($p, ".ssl_options.versions"),
+                kind: Kind::Names(&["tlsv1.3", "tlsv1.2"]),
+                default: "[\"tlsv1.3\", \"tlsv1.2\"]",
+                doc: "TLS versions offered.",
+            },
+            Key {
+                path: concat!($p, ".ssl_options.handshake_timeout"),
+                kind: duration(Duration::from_millis(100), DURATION_MAX),
+                default: "15s",
+                doc: "How long a TLS handshake may take before the connection is closed.",
+            },
+            Key {
+                path: concat!($p, ".ssl_options.enable_crl_check"),
+                kind: Kind::Bool,
+                default: "false",
+                doc: "With verify_peer: refuse client certificates revoked by a CRL in \
+                      crlfile.",
+            },
+            Key {
+                path: concat!($p, ".ssl_options.crlfile"),
+                kind: Kind::OptPath,
+                default: "",
+                doc: "PEM file with certificate revocation lists, read with enable_crl_check \
+                      (ours).",
+            },
+        ]
+    };
+}
+
+/// The keys of one WebSocket listener's `websocket` table, under `$p`.
+macro_rules! websocket_keys {
+    ($p:literal) => {
+        [
+            Key {
+                path: concat!($p, ".websocket.mqtt_path"),
+                kind: Kind::Text,
+                default: "/mqtt",
+                doc: "Request path MQTT is served on; other paths get HTTP 404.",
+            },
+            Key {
+                path: concat!($p, ".websocket.supported_subprotocols"),
+                kind: Kind::Text,
+                default: "mqtt, mqttv3.1, mqttv5, mqtt-v3, mqtt-v3.1.1, mqtt-v5",
+                doc: "Subprotocols accepted, comma-separated, in preference order.",
+            },
+            Key {
+                path: concat!($p, ".websocket.fail_if_no_subprotocol"),
+                kind: Kind::Bool,
+                default: "true",
+                doc: "Refuse (HTTP 400) an upgrade that offers none of the subprotocols.",
+            },
+            Key {
+                path: concat!($p, ".websocket.check_origin_enable"),
+                kind: Kind::Bool,
+                default: "false",
+                doc: "Refuse (HTTP 403) an upgrade whose Origin is not in allowed_origins.",
+            },
+            Key {
+                path: concat!($p, ".websocket.allowed_origins"),
+                kind: Kind::Text,
+                default: "",
+                doc: "Origins accepted with check_origin_enable, comma-separated.",
+            },
+            Key {
+                path: concat!($p, ".websocket.proxy_address_header"),
+                kind: Kind::Text,
+                default: "x-forwarded-for",
+                doc: "Header naming the client's address behind a proxy (its first entry is \
+                      taken); \"\" ignores it.",
+            },
+        ]
+    };
+}
+
+/// The `bind`, `enable` and `max_connections` keys of a listener.
+macro_rules! listener_keys {
+    ($p:literal, $bind:literal, $what:literal, $enable_doc:literal) => {
+        [
+            Key {
+                path: concat!($p, ".bind"),
+                kind: Kind::Addr,
+                default: $bind,
+                doc: concat!(
+                    "Address the ",
+                    $what,
+                    " listener binds on every shard (SO_REUSEPORT)."
+                ),
+            },
+            Key {
+                path: concat!($p, ".enable"),
+                kind: Kind::Bool,
+                default: "true",
+                doc: $enable_doc,
+            },
+            Key {
+                path: concat!($p, ".max_connections"),
+                kind: Kind::IntOrInfinity {
+                    min: 1,
+                    max: U32_MAX,
+                },
+                default: "infinity",
+                doc: concat!(
+                    "Most connections the ",
+                    $what,
+                    " listener holds at once, over all shards."
+                ),
+            },
+        ]
+    };
+}
+
+const SSL_LISTENER: [Key; 3] = listener_keys!(
+    "listeners.ssl.default",
+    "0.0.0.0:8883",
+    "MQTT over TLS",
+    "Start the MQTT over TLS listener; it starts only when ssl_options.certfile and keyfile \
+     are set."
+);
+const SSL_OPTIONS: [Key; 9] = ssl_option_keys!("listeners.ssl.default");
+const WS_LISTENER: [Key; 3] = listener_keys!(
+    "listeners.ws.default",
+    "0.0.0.0:8083",
+    "MQTT over WebSocket",
+    "Start the MQTT over WebSocket listener."
+);
+const WS_OPTIONS: [Key; 6] = websocket_keys!("listeners.ws.default");
+const WSS_LISTENER: [Key; 3] = listener_keys!(
+    "listeners.wss.default",
+    "0.0.0.0:8084",
+    "MQTT over WebSocket over TLS",
+    "Start the MQTT over WebSocket over TLS listener; it starts only when \
+     ssl_options.certfile and keyfile are set."
+);
+const WSS_SSL_OPTIONS: [Key; 9] = ssl_option_keys!("listeners.wss.default");
+const WSS_OPTIONS: [Key; 6] = websocket_keys!("listeners.wss.default");
+
+/// The keys before the generated listener groups: top-level keys, then the TCP listener.
+const HEAD: &[Key] = &[
     // --- top level (before any table, as TOML requires) ----------------------------------------
     Key {
         path: "rewrite",
@@ -138,83 +314,10 @@ pub static KEYS: &[Key] = &[
         doc: "Most connections the listener holds at once, over all shards; \
               further ones are refused.",
     },
-    Key {
-        path: "listeners.ssl.default.bind",
-        kind: Kind::Addr,
-        default: "0.0.0.0:8883",
-        doc: "Address the MQTT over TLS listener binds on every shard (SO_REUSEPORT).",
-    },
-    Key {
-        path: "listeners.ssl.default.enable",
-        kind: Kind::Bool,
-        default: "true",
-        doc: "Start the MQTT over TLS listener; it starts only when ssl_options.certfile and \
-              keyfile are set.",
-    },
-    Key {
-        path: "listeners.ssl.default.max_connections",
-        kind: Kind::IntOrInfinity {
-            min: 1,
-            max: U32_MAX,
-        },
-        default: "infinity",
-        doc: "Most connections the TLS listener holds at once, over all shards.",
-    },
-    Key {
-        path: "listeners.ssl.default.ssl_options.certfile",
-        kind: Kind::OptPath,
-        default: "",
-        doc: "PEM file with the server certificate chain (leaf first); \"\" leaves TLS off.",
-    },
-    Key {
-        path: "listeners.ssl.default.ssl_options.keyfile",
-        kind: Kind::OptPath,
-        default: "",
-        doc: "PEM file with the server certificate's private key (PKCS#8, PKCS#1 or SEC1).",
-    },
-    Key {
-        path: "listeners.ssl.default.ssl_options.cacertfile",
-        kind: Kind::OptPath,
-        default: "",
-        doc: "PEM file with the CA certificates client certificates are verified against \
-              (needed by verify_peer).",
-    },
-    Key {
-        path: "listeners.ssl.default.ssl_options.verify",
-        kind: Kind::Enum(&["verify_none", "verify_peer"]),
-        default: "verify_none",
-        doc: "verify_peer asks clients for a certificate and verifies it against cacertfile.",
-    },
-    Key {
-        path: "listeners.ssl.default.ssl_options.fail_if_no_peer_cert",
-        kind: Kind::Bool,
-        default: "false",
-        doc: "With verify_peer: refuse clients that send no certificate.",
-    },
-    Key {
-        path: "listeners.ssl.default.ssl_options.versions",
-        kind: Kind::Names(&["tlsv1.3", "tlsv1.2"]),
-        default: "[\"tlsv1.3\", \"tlsv1.2\"]",
-        doc: "TLS versions offered.",
-    },
-    Key {
-        path: "listeners.ssl.default.ssl_options.handshake_timeout",
-        kind: duration(Duration::from_millis(100), DURATION_MAX),
-        default: "15s",
-        doc: "How long a TLS handshake may take before the connection is closed.",
-    },
-    Key {
-        path: "listeners.ssl.default.ssl_options.enable_crl_check",
-        kind: Kind::Bool,
-        default: "false",
-        doc: "With verify_peer: refuse client certificates revoked by a CRL in crlfile.",
-    },
-    Key {
-        path: "listeners.ssl.default.ssl_options.crlfile",
-        kind: Kind::OptPath,
-        default: "",
-        doc: "PEM file with certificate revocation lists, read with enable_crl_check (ours).",
-    },
+];
+
+/// The keys after the listeners.
+const REST: &[Key] = &[
     // --- node --------------------------------------------------------------------------------
     Key {
         path: "node.data_dir",
@@ -497,6 +600,25 @@ pub static KEYS: &[Key] = &[
     },
 ];
 
+/// Every known key, grouped by table, in the order `broker config keys` lists them.
+pub static KEYS: LazyLock<Vec<Key>> = LazyLock::new(|| {
+    let mut keys = Vec::new();
+    keys.extend_from_slice(HEAD);
+    for group in [
+        &SSL_LISTENER[..],
+        &SSL_OPTIONS,
+        &WS_LISTENER,
+        &WS_OPTIONS,
+        &WSS_LISTENER,
+        &WSS_SSL_OPTIONS,
+        &WSS_OPTIONS,
+    ] {
+        keys.extend_from_slice(group);
+    }
+    keys.extend_from_slice(REST);
+    keys
+});
+
 /// The key at `path`, if it is known.
 pub fn find(path: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.path == path)
@@ -538,7 +660,7 @@ pub fn suggest(unknown: &str) -> Option<&'static str> {
 /// Every table path that holds keys, each once.
 fn tables() -> impl Iterator<Item = &'static str> {
     let mut seen: Vec<&'static str> = Vec::new();
-    for key in KEYS {
+    for key in KEYS.iter() {
         let mut path = key.path;
         while let Some((parent, _)) = path.rsplit_once('.') {
             if !seen.contains(&parent) {
@@ -613,7 +735,7 @@ pub fn keys_markdown() -> String {
         "| key | type | default | environment variable | description |\n\
          | --- | --- | --- | --- | --- |\n",
     );
-    for k in KEYS {
+    for k in KEYS.iter() {
         out.push_str(&format!(
             "| `{}` | {} | `{}` | `{}` | {} |\n",
             k.path,
@@ -641,7 +763,7 @@ mod tests {
 
     #[test]
     fn every_default_parses_and_prints_as_written() {
-        for key in KEYS {
+        for key in KEYS.iter() {
             let value = key.kind.parse(&Input::Str(key.default));
             let value = value.unwrap_or_else(|e| panic!("{}: default: {e}", key.path));
             let toml = value.to_toml();

@@ -74,7 +74,7 @@ fn defaults() {
 /// field: the schema's ranges and the field types agree.
 #[test]
 fn every_accepted_value_fits_its_field() {
-    for key in KEYS {
+    for key in KEYS.iter() {
         let texts: Vec<String> = match key.kind {
             Kind::Int { min, max } | Kind::PowerOfTwo { min, max } => {
                 vec![min.to_string(), max.to_string()]
@@ -598,7 +598,7 @@ fn lists_read_back_from_the_effective_toml() {
 fn docs_list_every_key() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
     let docs = std::fs::read_to_string(path).unwrap();
-    for key in KEYS {
+    for key in KEYS.iter() {
         assert!(
             docs.contains(&format!("`{}`", key.path)),
             "docs/configuration.md: {}",
