@@ -31,3 +31,7 @@ fi
 if [ ! -d tools/vectors/node_modules/mqtt-packet ]; then
   (cd tools/vectors && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# MQTT.js, for the WebSocket end-to-end tests.
+if [ ! -d tests/e2e/clients/js/node_modules/mqtt ]; then
+  (cd tests/e2e/clients/js && npm ci --no-audit --no-fund --loglevel=error)
+fi

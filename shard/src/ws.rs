@@ -271,7 +271,16 @@ impl WsConn {
                     break WsStatus::Closed;
                 }
                 Err(e) => {
-                    // A protocol violation: tungstenite has queued a close frame.
+                    // A protocol violation (a reserved opcode, an unmasked or oversized
+                    // frame): close with 1002, or 1009 for a message too big.
+                    let code = match e {
+                        tungstenite::Error::Capacity(_) => CloseCode::Size,
+                        _ => CloseCode::Protocol,
+                    };
+                    let _ = ws.close(Some(CloseFrame {
+                        code,
+                        reason: "protocol error".into(),
+                    }));
                     let _ = ws.flush();
                     self.state = State::Open(ws);
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e));

@@ -33,3 +33,4 @@ mod sys;
 mod takeover;
 mod tls;
 mod will;
+mod ws;

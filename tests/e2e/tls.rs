@@ -24,12 +24,12 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 /// A CA, a server certificate for 127.0.0.1/localhost, client certificates with serials 42
 /// and 43, one from another CA, and a CRL revoking serial 42, as PEM files in a fresh
 /// directory.
-struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
 }
 
 impl Pki {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "pki-{}-{}",
@@ -98,12 +98,12 @@ impl Pki {
         Self { dir }
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
 
     /// `--set` arguments for the TLS listener with this PKI's server certificate.
-    fn server_sets(&self) -> Vec<String> {
+    pub(crate) fn server_sets(&self) -> Vec<String> {
         vec![
             "listeners.ssl.default.bind=127.0.0.1:0".to_owned(),
             format!(
