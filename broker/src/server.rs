@@ -219,6 +219,8 @@ impl ServeSpec {
             subscription_identifiers: m.subscription_identifiers,
             exclusive_subscription: m.exclusive_subscription,
             response_information: m.response_information.clone(),
+            peer_cert_as_username: m.peer_cert_as_username,
+            peer_cert_as_clientid: m.peer_cert_as_clientid,
             max_packets_per_read: config.shard.max_events_per_turn,
             max_retained_messages: usize::try_from(config.retainer.max_retained_messages)
                 .unwrap_or(usize::MAX)

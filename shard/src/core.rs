@@ -455,6 +455,8 @@ struct Conn {
     problem_information: bool,
     /// Enhanced authentication (MQTT 5), for a client that connected with a method.
     auth: Option<Box<ConnAuth>>,
+    /// The client's verified TLS certificate, on a TLS listener with client verification.
+    peer_cert: Option<Box<crate::tls::PeerCert>>,
 }
 
 /// A connection's enhanced authentication (4.12): boxed, as few clients use it.
@@ -747,10 +749,18 @@ impl Shard {
             out_aliases: None,
             problem_information: true,
             auth: None,
+            peer_cert: None,
         });
         self.stats.connections_accepted += 1;
         self.arm(now + self.settings.idle_timeout, Timer::ConnectTimeout(key));
         key
+    }
+
+    /// The client certificate the TLS handshake of `conn` verified.
+    pub fn set_peer_cert(&mut self, conn: Key, cert: crate::tls::PeerCert) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.peer_cert = Some(Box::new(cert));
+        }
     }
 
     /// The client's address as a proxy in front reported it (WebSocket `X-Forwarded-For`).
@@ -960,6 +970,23 @@ impl Shard {
             return;
         };
         c.version = v;
+        if let Some(cert) = c.peer_cert.as_deref() {
+            // EMQX's peer_cert_as_username / peer_cert_as_clientid: the certificate decides.
+            if let Some(u) = self
+                .settings
+                .peer_cert_as_username
+                .and_then(|f| cert.field(f))
+            {
+                connect.username = Some(u.into());
+            }
+            if let Some(id) = self
+                .settings
+                .peer_cert_as_clientid
+                .and_then(|f| cert.field(f))
+            {
+                connect.client_id = id.into();
+            }
+        }
         let empty = connect.client_id.is_empty();
         if connect.client_id.len() > self.settings.max_clientid_len
             || (empty && v == ProtocolVersion::V3_1)

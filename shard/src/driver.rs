@@ -587,11 +587,21 @@ async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<Co
                 // Handshake messages, pongs, an alert or an HTTP error to send.
                 io.writer.notify();
             }
-            let forwarded = match (&layer.ws, was_handshaking && !layer.is_handshaking()) {
+            let opened = was_handshaking && !layer.is_handshaking();
+            let forwarded = match (&layer.ws, opened) {
                 (Some(w), true) => w.forwarded_for(),
                 _ => None,
             };
+            let cert = match (&layer.tls, opened) {
+                (Some(t), true) => t
+                    .peer_certificate()
+                    .and_then(|c| crate::tls::PeerCert::from_der(c)),
+                _ => None,
+            };
             drop(layer);
+            if let Some(cert) = cert {
+                ctx.shard.borrow_mut().set_peer_cert(key, cert);
+            }
             if let Some(ip) = forwarded {
                 // Behind a proxy: the client is the address the proxy header names.
                 let port = ctx.shard.borrow().peer(key).map_or(0, |p| p.port());

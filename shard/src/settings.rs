@@ -85,6 +85,10 @@ pub struct Settings {
     /// Publish `$SYS/brokers/{node}/clients/{clientid}/connected` and `.../disconnected`
     /// (`sys_topics.sys_event_messages.client_connected` / `client_disconnected`).
     pub sys_client_events: (bool, bool),
+    /// Take the username from the client's TLS certificate (`mqtt.peer_cert_as_username`).
+    pub peer_cert_as_username: Option<crate::tls::CertField>,
+    /// Take the client id from the client's TLS certificate (`mqtt.peer_cert_as_clientid`).
+    pub peer_cert_as_clientid: Option<crate::tls::CertField>,
     /// Enhanced authentication methods (MQTT 5 AUTH); `None` refuses every method with 0x8C.
     pub enhanced_auth: Option<Arc<dyn crate::auth::EnhancedAuth>>,
     /// Topic rewrite rules (`rewrite`).
@@ -133,6 +137,8 @@ impl Default for Settings {
             sys_msg_interval: Duration::from_secs(60),
             sys_heartbeat_interval: Duration::from_secs(30),
             sys_client_events: (true, true),
+            peer_cert_as_username: None,
+            peer_cert_as_clientid: None,
             enhanced_auth: None,
             rewrite: Arc::default(),
             auto_subscribe: Arc::new([]),

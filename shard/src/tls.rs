@@ -98,3 +98,78 @@ impl TlsConn {
         self.conn.peer_certificates().and_then(|c| c.first())
     }
 }
+
+/// What the broker keeps of a verified client certificate, for `mqtt.peer_cert_as_username`
+/// and `mqtt.peer_cert_as_clientid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCert {
+    /// The subject's Common Name, if it has one.
+    pub cn: Option<String>,
+    /// The subject's Distinguished Name, RFC 4514 style (`CN=dev-1,O=Example`).
+    pub dn: String,
+    /// The certificate, DER.
+    pub der: Vec<u8>,
+}
+
+impl PeerCert {
+    /// Parses a DER certificate; `None` if it does not parse (the handshake verified it, so
+    /// this does not happen for a certificate rustls accepted).
+    pub fn from_der(der: &[u8]) -> Option<Self> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let subject = cert.subject();
+        let cn = subject
+            .iter_common_name()
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .map(str::to_owned);
+        Some(Self {
+            cn,
+            dn: subject.to_string(),
+            der: der.to_vec(),
+        })
+    }
+
+    /// The value EMQX's `peer_cert_as_*` option `how` takes from the certificate: `cn`, `dn`,
+    /// `crt` (the DER, base64), `pem`, `md5` (of the DER, lower-case hex).
+    pub fn field(&self, how: CertField) -> Option<String> {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        let b64 = || base64::engine::general_purpose::STANDARD.encode(&self.der);
+        match how {
+            CertField::Cn => self.cn.clone(),
+            CertField::Dn => Some(self.dn.clone()),
+            CertField::Crt => Some(b64()),
+            CertField::Pem => {
+                let body = b64();
+                let lines: Vec<&str> = body
+                    .as_bytes()
+                    .chunks(64)
+                    .filter_map(|c| std::str::from_utf8(c).ok())
+                    .collect();
+                Some(format!(
+                    "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                    lines.join("\n")
+                ))
+            }
+            CertField::Md5 => {
+                let digest = md5::Md5::digest(&self.der);
+                Some(digest.iter().map(|b| format!("{b:02x}")).collect())
+            }
+        }
+    }
+}
+
+/// Which part of a client certificate becomes the username or client id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertField {
+    /// Subject Common Name.
+    Cn,
+    /// Subject Distinguished Name.
+    Dn,
+    /// The certificate, DER in base64.
+    Crt,
+    /// The certificate, PEM.
+    Pem,
+    /// MD5 of the DER, hex.
+    Md5,
+}

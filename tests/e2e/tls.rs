@@ -341,3 +341,41 @@ fn unusable_certificate_files_stop_the_broker_naming_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn the_certificate_common_name_becomes_username_and_client_id() {
+    let pki = Pki::new();
+    let mut sets = pki.mutual_sets();
+    sets.push("mqtt.peer_cert_as_username=cn".to_owned());
+    sets.push("mqtt.peer_cert_as_clientid=cn".to_owned());
+    let (broker, port) = start(&sets);
+    let mut cmd = mosquitto("mosquitto_sub");
+    cmd.args(["-h", "127.0.0.1", "-p", &broker.port(), "-v", "-d"])
+        .args([
+            "-i",
+            &unique("certwatch"),
+            "-t",
+            "$SYS/brokers/+/clients/+/connected",
+        ])
+        .args(["-C", "1", "-W", "10"]);
+    let mut watch = Proc::spawn("mosquitto_sub", cmd).unwrap();
+    watch.wait_line(TIMEOUT, "SUBACK", |l| l.contains("received SUBACK"));
+    let mut extra = client_cert(&pki, "dev-43");
+    extra.extend(["-u".to_owned(), "someone-else".to_owned()]);
+    let (ok, err) = tls_pub(&pki, &port, "mqttv5", &extra);
+    assert!(ok, "{err}");
+    let done = watch.finish(TIMEOUT);
+    let line = done
+        .stdout
+        .iter()
+        .find(|l| l.starts_with("$SYS/"))
+        .unwrap_or_else(|| panic!("{:?} {}", done.stdout, done.stderr));
+    assert!(
+        line.contains("/clients/dev-43/connected "),
+        "client id from the CN: {line}"
+    );
+    assert!(
+        line.contains("\"username\":\"dev-43\""),
+        "username from the CN: {line}"
+    );
+}

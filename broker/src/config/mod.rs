@@ -356,6 +356,10 @@ pub struct Mqtt {
     pub shared_subscription_strategy: shard::settings::SharedStrategy,
     /// `retain_available`: retained messages supported.
     pub retain_available: bool,
+    /// `peer_cert_as_username`: which part of a client certificate becomes the username.
+    pub peer_cert_as_username: Option<shard::tls::CertField>,
+    /// `peer_cert_as_clientid`: which part of a client certificate becomes the client id.
+    pub peer_cert_as_clientid: Option<shard::tls::CertField>,
 }
 
 /// `log.*`.
@@ -485,6 +489,8 @@ impl Config {
                 exclusive_subscription: v.get("mqtt.exclusive_subscription")?,
                 response_information: v.get("mqtt.response_information")?,
                 retain_available: v.get("mqtt.retain_available")?,
+                peer_cert_as_username: v.get::<CertAs>("mqtt.peer_cert_as_username")?.0,
+                peer_cert_as_clientid: v.get::<CertAs>("mqtt.peer_cert_as_clientid")?.0,
             },
             log: Log {
                 level: v.get("log.level")?,
@@ -626,6 +632,17 @@ macro_rules! from_enum {
         }
     };
 }
+/// `mqtt.peer_cert_as_*`: `disabled` or a certificate field.
+struct CertAs(Option<shard::tls::CertField>);
+from_enum!(CertAs {
+    "disabled" => CertAs(None),
+    "cn" => CertAs(Some(shard::tls::CertField::Cn)),
+    "dn" => CertAs(Some(shard::tls::CertField::Dn)),
+    "crt" => CertAs(Some(shard::tls::CertField::Crt)),
+    "pem" => CertAs(Some(shard::tls::CertField::Pem)),
+    "md5" => CertAs(Some(shard::tls::CertField::Md5)),
+});
+
 /// `ssl_options.verify`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verify {

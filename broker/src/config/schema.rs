@@ -489,6 +489,20 @@ const REST: &[Key] = &[
         default: "true",
         doc: "Support retained messages (Retain Available).",
     },
+    Key {
+        path: "mqtt.peer_cert_as_username",
+        kind: Kind::Enum(&["disabled", "cn", "dn", "crt", "pem", "md5"]),
+        default: "disabled",
+        doc: "On TLS listeners verifying clients: the username becomes the certificate's \
+              Common Name (cn), Distinguished Name (dn), DER as base64 (crt), PEM (pem) or \
+              MD5 (md5).",
+    },
+    Key {
+        path: "mqtt.peer_cert_as_clientid",
+        kind: Kind::Enum(&["disabled", "cn", "dn", "crt", "pem", "md5"]),
+        default: "disabled",
+        doc: "Likewise for the client id.",
+    },
     // --- sys_topics --------------------------------------------------------------------------
     Key {
         path: "sys_topics.sys_msg_interval",
