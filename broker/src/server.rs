@@ -13,7 +13,7 @@ use shard::ring::Mesh;
 use shard::{Settings, ShardMsg};
 
 /// What to serve, derived from the configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ServeSpec {
     /// Number of shards.
     pub cores: usize,
@@ -23,6 +23,8 @@ pub struct ServeSpec {
     pub settings: Settings,
     /// The listeners to start, in order.
     pub listeners: Vec<ListenerPlan>,
+    /// The TLS listeners' certificates, for reloading.
+    pub tls: Vec<crate::tls::TlsListener>,
     /// I/O driver.
     pub driver: DriverKind,
     /// Slots per cross-shard ring.
@@ -271,6 +273,7 @@ impl ServeSpec {
                 handshake_timeout: std::time::Duration::ZERO,
             });
         }
+        let mut tls = Vec::new();
         let ssl = &config.listeners.ssl.default;
         let o = &ssl.ssl_options;
         let has_cert = !o.certfile.as_os_str().is_empty() || !o.keyfile.as_os_str().is_empty();
@@ -280,7 +283,7 @@ impl ServeSpec {
                 name: "ssl",
                 key,
                 bind: ssl.bind,
-                transport: Transport::Tls(crate::tls::server_config(key, o)?),
+                transport: Transport::Tls(tls_config(&mut tls, key, o)?),
                 max_connections: limit(ssl.max_connections),
                 handshake_timeout: o.handshake_timeout,
             });
@@ -307,7 +310,7 @@ impl ServeSpec {
                 key,
                 bind: wss.bind,
                 transport: Transport::Wss(
-                    crate::tls::server_config(key, o)?,
+                    tls_config(&mut tls, key, o)?,
                     ws_options(key, &wss.websocket, m.max_packet_size)?,
                 ),
                 max_connections: limit(wss.max_connections),
@@ -319,6 +322,7 @@ impl ServeSpec {
             cpus: config.shard.pin_cpus.then(crate::cpus::affinity).flatten(),
             settings,
             listeners,
+            tls,
             driver: match config.node.driver {
                 Driver::Auto => DriverKind::Auto,
                 Driver::IoUring => DriverKind::IoUring,
@@ -327,6 +331,36 @@ impl ServeSpec {
             ring_capacity: config.shard.ring_capacity,
             ring_batch: config.shard.max_events_per_turn,
         })
+    }
+}
+
+/// Builds the TLS configuration of the listener under `key`, keeping it for reloads.
+fn tls_config(
+    tls: &mut Vec<crate::tls::TlsListener>,
+    key: &str,
+    o: &crate::config::SslOptions,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let listener = crate::tls::TlsListener::new(key, o)?;
+    let config = listener.config();
+    tls.push(listener);
+    Ok(config)
+}
+
+/// Re-reads the TLS listeners' files on SIGHUP, or when one changes (checked every second),
+/// until `stop` is set. Errors are logged and the listener keeps its certificate.
+fn reload_loop(mut tls: Vec<crate::tls::TlsListener>, hup: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let asked = hup.swap(false, Ordering::AcqRel);
+        for l in &mut tls {
+            if !asked && !l.files_changed() {
+                continue;
+            }
+            match l.reload() {
+                Ok(()) => log::info!("{}: certificate files reloaded", l.prefix()),
+                Err(e) => log::error!("{}: reload failed, keeping the old files: {e}", l.prefix()),
+            }
+        }
     }
 }
 
@@ -385,13 +419,14 @@ fn rewrite_rules(rules: &[crate::config::RewriteRule]) -> shard::rewrite::Rewrit
 /// to MQTT 5 clients, close. Returns the process exit status.
 pub fn serve(config: &crate::config::Config, cores: usize) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let spec = match ServeSpec::from_config(config, cores) {
+    let mut spec = match ServeSpec::from_config(config, cores) {
         Ok(s) => s,
         Err(e) => {
             log::error!("{e}");
             return ExitCode::from(2);
         }
     };
+    let tls = std::mem::take(&mut spec.tls);
     // Handlers first: a supervisor may signal as soon as it sees the "listening" line.
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -399,6 +434,21 @@ pub fn serve(config: &crate::config::Config, cores: usize) -> std::process::Exit
             log::error!("cannot install the handler for signal {sig}: {e}");
             return ExitCode::FAILURE;
         }
+    }
+    let hup = Arc::new(AtomicBool::new(false));
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone()) {
+        log::error!("cannot install the handler for SIGHUP: {e}");
+        return ExitCode::FAILURE;
+    }
+    let reloader = (!tls.is_empty()).then(|| {
+        let stop = flag.clone();
+        std::thread::Builder::new()
+            .name("tls-reload".to_owned())
+            .spawn(move || reload_loop(tls, hup, stop))
+    });
+    if let Some(Err(e)) = &reloader {
+        log::error!("cannot start the certificate reload thread: {e}");
+        return ExitCode::FAILURE;
     }
     let running = match start(spec, flag) {
         Ok(r) => r,

@@ -1,25 +1,130 @@
 //! The rustls server configuration of a TLS listener, from its `ssl_options`. Every failure
 //! names the key and the file, so a broker that cannot serve TLS says why before it starts.
+//! Certificates, keys, CAs and CRLs can be re-read while the broker runs (SIGHUP, or a changed
+//! file): new handshakes use them, established connections are not touched.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use rustls::RootCertStore;
+use arc_swap::ArcSwap;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use crate::config::SslOptions;
 
-/// Builds the server configuration of the listener whose keys start with `prefix`
-/// (`listeners.ssl.default`).
-pub fn server_config(prefix: &str, o: &SslOptions) -> Result<Arc<rustls::ServerConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+/// A TLS listener's rustls configuration, with its certificate, key, CA and CRL swappable
+/// while it runs: [`TlsListener::reload`] re-reads the files and new handshakes use them;
+/// established connections keep the session they have.
+#[derive(Debug)]
+pub struct TlsListener {
+    prefix: String,
+    options: SslOptions,
+    provider: Arc<CryptoProvider>,
+    cert: Arc<ArcSwap<CertifiedKey>>,
+    verifier: Option<Arc<SwapVerifier>>,
+    config: Arc<rustls::ServerConfig>,
+    stamps: Vec<Option<SystemTime>>,
+}
+
+impl TlsListener {
+    /// Reads the files of the listener whose keys start with `prefix` (`listeners.ssl.default`)
+    /// and builds its configuration; the error names the key and the file.
+    pub fn new(prefix: &str, o: &SslOptions) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cert = Arc::new(ArcSwap::from_pointee(certified_key(prefix, o, &provider)?));
+        let versions: Vec<&'static rustls::SupportedProtocolVersion> = o
+            .versions
+            .iter()
+            .map(|v| match *v {
+                "tlsv1.2" => &rustls::version::TLS12,
+                _ => &rustls::version::TLS13,
+            })
+            .collect();
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+            .map_err(|e| format!("{prefix}.ssl_options.versions: {e}"))?;
+        let (builder, verifier) = if o.verify_peer {
+            let inner = client_verifier(prefix, o, &provider)?;
+            let swap = Arc::new(SwapVerifier {
+                inner: ArcSwap::from_pointee(inner),
+                mandatory: o.fail_if_no_peer_cert,
+            });
+            (builder.with_client_cert_verifier(swap.clone()), Some(swap))
+        } else {
+            (builder.with_no_client_auth(), None)
+        };
+        let config = builder.with_cert_resolver(Arc::new(Resolver(cert.clone())));
+        Ok(Self {
+            prefix: prefix.to_owned(),
+            options: o.clone(),
+            provider,
+            cert,
+            verifier,
+            config: Arc::new(config),
+            stamps: stamps(o),
+        })
+    }
+
+    /// The configuration the shards use.
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.config.clone()
+    }
+
+    /// The listener's key prefix (`listeners.ssl.default`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether a certificate, key, CA or CRL file changed since the last (re)load.
+    pub fn files_changed(&self) -> bool {
+        stamps(&self.options) != self.stamps
+    }
+
+    /// Re-reads the files. On an error the listener keeps what it had and the error names the
+    /// key and the file.
+    pub fn reload(&mut self) -> Result<(), String> {
+        self.stamps = stamps(&self.options);
+        let key = certified_key(&self.prefix, &self.options, &self.provider)?;
+        let verifier = match &self.verifier {
+            Some(_) => Some(client_verifier(
+                &self.prefix,
+                &self.options,
+                &self.provider,
+            )?),
+            None => None,
+        };
+        self.cert.store(Arc::new(key));
+        if let (Some(swap), Some(v)) = (&self.verifier, verifier) {
+            swap.inner.store(Arc::new(v));
+        }
+        Ok(())
+    }
+}
+
+/// Modification times of the listener's files, in a fixed order (`None`: unreadable/unset).
+fn stamps(o: &SslOptions) -> Vec<Option<SystemTime>> {
+    [&o.certfile, &o.keyfile, &o.cacertfile, &o.crlfile]
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+fn certified_key(
+    prefix: &str,
+    o: &SslOptions,
+    provider: &Arc<CryptoProvider>,
+) -> Result<CertifiedKey, String> {
     let key_name = |k: &str| format!("{prefix}.ssl_options.{k}");
     let certs = certificates(&key_name("certfile"), &o.certfile)?;
     let key = private_key(&key_name("keyfile"), &o.keyfile)?;
-    let certified = CertifiedKey::from_der(certs, key, &provider).map_err(|e| {
+    CertifiedKey::from_der(certs, key, provider).map_err(|e| {
         format!(
             "{} {} and {} {}: {e} (the key does not belong to the certificate?)",
             key_name("certfile"),
@@ -27,45 +132,90 @@ pub fn server_config(prefix: &str, o: &SslOptions) -> Result<Arc<rustls::ServerC
             key_name("keyfile"),
             o.keyfile.display()
         )
-    })?;
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> = o
-        .versions
-        .iter()
-        .map(|v| match *v {
-            "tlsv1.2" => &rustls::version::TLS12,
-            _ => &rustls::version::TLS13,
-        })
-        .collect();
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions)
-        .map_err(|e| format!("{}: {e}", key_name("versions")))?;
-    let builder = if o.verify_peer {
-        let roots = ca_roots(&key_name("cacertfile"), &o.cacertfile)?;
-        let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
-        if o.enable_crl_check {
-            verifier = verifier.with_crls(crls(&key_name("crlfile"), &o.crlfile)?);
-        }
-        if !o.fail_if_no_peer_cert {
-            verifier = verifier.allow_unauthenticated();
-        }
-        let verifier = verifier
-            .build()
-            .map_err(|e| format!("{}: {e}", key_name("cacertfile")))?;
-        builder.with_client_cert_verifier(verifier)
-    } else {
-        builder.with_no_client_auth()
-    };
-    let config = builder.with_cert_resolver(Arc::new(SingleCert(Arc::new(certified))));
-    Ok(Arc::new(config))
+    })
 }
 
-/// Serves the one certificate to every client.
-#[derive(Debug)]
-struct SingleCert(Arc<CertifiedKey>);
+fn client_verifier(
+    prefix: &str,
+    o: &SslOptions,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let key_name = |k: &str| format!("{prefix}.ssl_options.{k}");
+    let roots = ca_roots(&key_name("cacertfile"), &o.cacertfile)?;
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
+    if o.enable_crl_check {
+        verifier = verifier.with_crls(crls(&key_name("crlfile"), &o.crlfile)?);
+    }
+    if !o.fail_if_no_peer_cert {
+        verifier = verifier.allow_unauthenticated();
+    }
+    verifier
+        .build()
+        .map_err(|e| format!("{}: {e}", key_name("cacertfile")))
+}
 
-impl rustls::server::ResolvesServerCert for SingleCert {
+/// Serves the current certificate to every client.
+#[derive(Debug)]
+struct Resolver(Arc<ArcSwap<CertifiedKey>>);
+
+impl rustls::server::ResolvesServerCert for Resolver {
     fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
+        Some(self.0.load_full())
+    }
+}
+
+/// Verifies client certificates with the current CA and CRLs. It sends no CA names in the
+/// certificate request (they could change under it); clients send their certificate anyway.
+#[derive(Debug)]
+struct SwapVerifier {
+    inner: ArcSwap<Arc<dyn ClientCertVerifier>>,
+    mandatory: bool,
+}
+
+impl ClientCertVerifier for SwapVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .load()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.load().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.load().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.load().supported_verify_schemes()
     }
 }
 

@@ -180,6 +180,23 @@ impl Broker {
             .unwrap_or_else(|| panic!("no {name} listener in the log:\n{}", self.log.snapshot()))
     }
 
+    /// Sends `sig` to the broker.
+    pub(crate) fn signal(&self, sig: libc::c_int) {
+        if let Some(child) = &self.child {
+            let pid = libc::pid_t::try_from(child.id()).unwrap();
+            // SAFETY: kill(2) with a child's pid and a valid signal number has no memory
+            // effects; the child is not reaped yet (we own its `Child`), so the pid is ours.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+
+    /// The broker's log so far.
+    pub(crate) fn log_text(&self) -> String {
+        self.log.snapshot()
+    }
+
     /// Sends SIGTERM (without waiting).
     pub(crate) fn terminate(&self) {
         if let Some(child) = &self.child {

@@ -56,14 +56,16 @@ impl Pki {
         let (rogue_cert, rogue_key) = ca("rogue CA");
         write("ca.pem", ca_cert.pem());
 
-        let mut sp = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-        sp.subject_alt_names
-            .push(SanType::IpAddress(Ipv4Addr::LOCALHOST.into()));
-        sp.distinguished_name.push(DnType::CommonName, "broker");
-        let sk = KeyPair::generate().unwrap();
-        let server = sp.signed_by(&sk, &ca_cert, &ca_key).unwrap();
-        write("server.pem", server.pem());
-        write("server.key", sk.serialize_pem());
+        for (name, cn) in [("server", "broker"), ("server2", "broker-2")] {
+            let mut sp = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            sp.subject_alt_names
+                .push(SanType::IpAddress(Ipv4Addr::LOCALHOST.into()));
+            sp.distinguished_name.push(DnType::CommonName, cn);
+            let sk = KeyPair::generate().unwrap();
+            let server = sp.signed_by(&sk, &ca_cert, &ca_key).unwrap();
+            write(&format!("{name}.pem"), server.pem());
+            write(&format!("{name}.key"), sk.serialize_pem());
+        }
 
         let client = |name: &str, serial: u64, issuer: &rcgen::Certificate, ik: &KeyPair| {
             let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -377,5 +379,96 @@ fn the_certificate_common_name_becomes_username_and_client_id() {
     assert!(
         line.contains("\"username\":\"dev-43\""),
         "username from the CN: {line}"
+    );
+}
+
+/// The subject the TLS listener presents, as `openssl s_client` prints it.
+fn served_subject(pki: &Pki, port: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-CAfile", &pki.path("ca.pem")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with("subject="))
+        .unwrap_or_else(|| panic!("no subject from openssl s_client: {text}"))
+        .to_owned()
+}
+
+/// Polls until the listener serves a certificate whose subject contains `cn`.
+fn wait_subject(pki: &Pki, port: &str, cn: &str) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let subject = served_subject(pki, port);
+        if subject.ends_with(cn) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {subject}, wanted {cn}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn certificates_are_reloaded_without_dropping_connections() {
+    let pki = Pki::new();
+    let copy = |from: &str, to: &str| std::fs::copy(pki.path(from), pki.path(to)).unwrap();
+    copy("server.pem", "live.pem");
+    copy("server.key", "live.key");
+    let sets = vec![
+        "listeners.ssl.default.bind=127.0.0.1:0".to_owned(),
+        format!(
+            "listeners.ssl.default.ssl_options.certfile={}",
+            pki.path("live.pem")
+        ),
+        format!(
+            "listeners.ssl.default.ssl_options.keyfile={}",
+            pki.path("live.key")
+        ),
+    ];
+    let (broker, port) = start(&sets);
+    assert!(served_subject(&pki, &port).ends_with("broker"));
+    let mut sub = tls_sub(&pki, &port, "mqttv5", "2", &[]);
+    sub.wait_line(TIMEOUT, "SUBACK", |l| l.contains("received SUBACK"));
+
+    // Rotation with SIGHUP.
+    copy("server2.pem", "live.pem");
+    copy("server2.key", "live.key");
+    broker.signal(libc::SIGHUP);
+    wait_subject(&pki, &port, "broker-2");
+    let (ok, err) = tls_pub(&pki, &port, "mqttv5", &[]);
+    assert!(ok, "{err}");
+
+    // Rotation by changing the files alone (the broker notices within a second).
+    std::thread::sleep(Duration::from_millis(1100));
+    copy("server.pem", "live.pem");
+    copy("server.key", "live.key");
+    wait_subject(&pki, &port, "broker");
+    let (ok, err) = tls_pub(&pki, &port, "mqttv5", &[]);
+    assert!(ok, "{err}");
+
+    // The subscriber connected before both rotations got both messages.
+    let done = sub.finish(TIMEOUT);
+    let got: Vec<&String> = done
+        .stdout
+        .iter()
+        .filter(|l| l.starts_with("tls/"))
+        .collect();
+    assert_eq!(got, ["tls/t over-tls", "tls/t over-tls"], "{}", done.stderr);
+    // A broken file is refused and the old certificate stays.
+    std::fs::write(pki.path("live.pem"), "garbage").unwrap();
+    broker.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(served_subject(&pki, &port).ends_with("broker"));
+    let log = broker.log_text();
+    assert!(
+        log.contains(
+            "reload failed, keeping the old files: listeners.ssl.default.ssl_options.certfile"
+        ),
+        "{log}"
     );
 }
