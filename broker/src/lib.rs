@@ -7,11 +7,13 @@
 //! - [`logger`]: a minimal `log` backend on standard error.
 //! - [`cpus`]: how many CPUs the process may use.
 //! - [`server`]: binds the listeners and runs the shards.
-//! - [`tls`]: the rustls server configuration of a TLS listener.
+//! - [`tls`]: the rustls server configuration of a TLS listener; [`ocsp`]: fetching OCSP
+//!   responses to staple.
 
 pub mod cli;
 pub mod config;
 pub mod cpus;
 pub mod logger;
+pub mod ocsp;
 pub mod server;
 pub mod tls;

@@ -352,7 +352,13 @@ fn reload_loop(mut tls: Vec<crate::tls::TlsListener>, hup: Arc<AtomicBool>, stop
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(std::time::Duration::from_millis(200));
         let asked = hup.swap(false, Ordering::AcqRel);
+        let now = std::time::Instant::now();
         for l in &mut tls {
+            match l.refresh_ocsp(now) {
+                Some(Ok(())) => log::info!("{}: OCSP response stapled", l.prefix()),
+                Some(Err(e)) => log::warn!("{e}"),
+                None => {}
+            }
             if !asked && !l.files_changed() {
                 continue;
             }

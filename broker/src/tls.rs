@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use rustls::client::danger::HandshakeSignatureValid;
@@ -31,6 +31,8 @@ pub struct TlsListener {
     verifier: Option<Arc<SwapVerifier>>,
     config: Arc<rustls::ServerConfig>,
     stamps: Vec<Option<SystemTime>>,
+    /// With OCSP stapling: the request for the current certificate and when to fetch next.
+    ocsp: Option<(Vec<u8>, Instant)>,
 }
 
 impl TlsListener {
@@ -61,6 +63,7 @@ impl TlsListener {
             (builder.with_no_client_auth(), None)
         };
         let config = builder.with_cert_resolver(Arc::new(Resolver(cert.clone())));
+        let ocsp = ocsp_request(prefix, o, &cert.load())?.map(|r| (r, Instant::now()));
         Ok(Self {
             prefix: prefix.to_owned(),
             options: o.clone(),
@@ -69,7 +72,28 @@ impl TlsListener {
             verifier,
             config: Arc::new(config),
             stamps: stamps(o),
+            ocsp,
         })
+    }
+
+    /// With OCSP stapling, when due: fetches a fresh response and staples it to the
+    /// certificate. `None` when there was nothing to do; on an error the previous response
+    /// (if any) stays stapled and the next attempt is one refresh interval later.
+    pub fn refresh_ocsp(&mut self, now: Instant) -> Option<Result<(), String>> {
+        let (request, due) = self.ocsp.as_mut()?;
+        if now < *due {
+            return None;
+        }
+        let o = &self.options.ocsp;
+        *due = now + o.refresh_interval;
+        let result = crate::ocsp::post(&o.responder_url, request, o.refresh_http_timeout)
+            .and_then(|resp| crate::ocsp::check_response(&resp).map(|()| resp))
+            .map(|resp| {
+                let mut key = CertifiedKey::clone(&self.cert.load());
+                key.ocsp = Some(resp);
+                self.cert.store(Arc::new(key));
+            });
+        Some(result.map_err(|e| format!("{}.ssl_options.ocsp: {e}", self.prefix)))
     }
 
     /// The configuration the shards use.
@@ -100,12 +124,43 @@ impl TlsListener {
             )?),
             None => None,
         };
+        // A new certificate needs its own OCSP response, fetched at once.
+        self.ocsp = ocsp_request(&self.prefix, &self.options, &key)?.map(|r| (r, Instant::now()));
         self.cert.store(Arc::new(key));
         if let (Some(swap), Some(v)) = (&self.verifier, verifier) {
             swap.inner.store(Arc::new(v));
         }
         Ok(())
     }
+}
+
+/// The OCSP request for `key`'s certificate, if stapling is on; the error names the key.
+fn ocsp_request(
+    prefix: &str,
+    o: &SslOptions,
+    key: &CertifiedKey,
+) -> Result<Option<Vec<u8>>, String> {
+    let ocsp = &o.ocsp;
+    if !ocsp.enable_ocsp_stapling {
+        return Ok(None);
+    }
+    let name = |k: &str| format!("{prefix}.ssl_options.ocsp.{k}");
+    if !ocsp.responder_url.starts_with("http://") {
+        return Err(format!(
+            "{}: expected an http:// URL with enable_ocsp_stapling, got {:?}",
+            name("responder_url"),
+            ocsp.responder_url
+        ));
+    }
+    let issuer = certificates(&name("issuer_pem"), &ocsp.issuer_pem)?;
+    let leaf = key
+        .cert
+        .first()
+        .ok_or_else(|| format!("{}: no certificate", name("issuer_pem")))?;
+    let issuer = issuer.first().map(|c| c.as_ref()).unwrap_or_default();
+    crate::ocsp::request(leaf, issuer)
+        .map(Some)
+        .map_err(|e| format!("{} {}: {e}", name("issuer_pem"), ocsp.issuer_pem.display()))
 }
 
 /// Modification times of the listener's files, in a fixed order (`None`: unreadable/unset).

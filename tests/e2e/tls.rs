@@ -55,9 +55,11 @@ impl Pki {
         let (ca_cert, ca_key) = ca("test CA");
         let (rogue_cert, rogue_key) = ca("rogue CA");
         write("ca.pem", ca_cert.pem());
+        write("ca.key", ca_key.serialize_pem());
 
-        for (name, cn) in [("server", "broker"), ("server2", "broker-2")] {
+        for (name, cn, serial) in [("server", "broker", 100u64), ("server2", "broker-2", 101)] {
             let mut sp = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            sp.serial_number = Some(SerialNumber::from(serial));
             sp.subject_alt_names
                 .push(SanType::IpAddress(Ipv4Addr::LOCALHOST.into()));
             sp.distinguished_name.push(DnType::CommonName, cn);
@@ -471,4 +473,127 @@ fn certificates_are_reloaded_without_dropping_connections() {
         ),
         "{log}"
     );
+}
+
+/// `openssl ocsp` as a responder for the test CA on a free port: serial 0x64 (the server
+/// certificate) is good.
+fn ocsp_responder(pki: &Pki) -> (Proc, u16) {
+    let index = pki.path("index.txt");
+    std::fs::write(&index, "V\t491231235959Z\t\t64\tunknown\t/CN=broker\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Its progress goes to stderr: merged into stdout to wait for it. (A probe connection
+    // would not do: the responder serves one connection at a time and stalls on one that
+    // closes without a request.)
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(format!(
+        "exec openssl ocsp -index {index} -port {port} -CA {ca} -rsigner {ca} -rkey {key} \
+         -ignore_err 2>&1",
+        ca = pki.path("ca.pem"),
+        key = pki.path("ca.key"),
+    ));
+    let mut p = Proc::spawn("openssl ocsp", cmd).unwrap();
+    p.wait_line(TIMEOUT, "the responder's start", |l| {
+        l.contains("waiting for OCSP client connections")
+    });
+    (p, port)
+}
+
+/// What `openssl s_client -status` says about the stapled OCSP response.
+fn stapled(pki: &Pki, port: &str) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-status",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["-CAfile", &pki.path("ca.pem")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_ocsp_response_is_stapled() {
+    let pki = Pki::new();
+    let (_responder, rport) = ocsp_responder(&pki);
+    let mut sets = pki.server_sets();
+    sets.push("listeners.ssl.default.ssl_options.ocsp.enable_ocsp_stapling=true".to_owned());
+    sets.push(format!(
+        "listeners.ssl.default.ssl_options.ocsp.responder_url=http://127.0.0.1:{rport}"
+    ));
+    sets.push(format!(
+        "listeners.ssl.default.ssl_options.ocsp.issuer_pem={}",
+        pki.path("ca.pem")
+    ));
+    sets.push("listeners.ssl.default.ssl_options.ocsp.refresh_interval=1s".to_owned());
+    let (broker, port) = start(&sets);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let out = stapled(&pki, &port);
+        if out.contains("OCSP Response Status: successful") {
+            assert!(out.contains("Cert Status: good"), "{out}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stapled response: {out}\n{}",
+            broker.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // MQTT works over the stapled session too.
+    let (ok, err) = tls_pub(&pki, &port, "mqttv5", &[]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn an_unreachable_ocsp_responder_is_logged_and_tls_goes_on() {
+    let pki = Pki::new();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sets = pki.server_sets();
+    sets.push("listeners.ssl.default.ssl_options.ocsp.enable_ocsp_stapling=true".to_owned());
+    sets.push(format!(
+        "listeners.ssl.default.ssl_options.ocsp.responder_url=http://127.0.0.1:{dead}/"
+    ));
+    sets.push(format!(
+        "listeners.ssl.default.ssl_options.ocsp.issuer_pem={}",
+        pki.path("ca.pem")
+    ));
+    let (broker, port) = start(&sets);
+    let (ok, err) = tls_pub(&pki, &port, "mqttv311", &[]);
+    assert!(ok, "{err}");
+    assert!(stapled(&pki, &port).contains("OCSP response: no response sent"));
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !broker
+        .log_text()
+        .contains("listeners.ssl.default.ssl_options.ocsp: http://127.0.0.1:")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            broker.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A wrong issuer is refused at start, naming the key.
+    let mut wrong = pki.server_sets();
+    wrong.push("listeners.ssl.default.ssl_options.ocsp.enable_ocsp_stapling=true".to_owned());
+    wrong
+        .push("listeners.ssl.default.ssl_options.ocsp.responder_url=http://127.0.0.1:1".to_owned());
+    wrong.push(format!(
+        "listeners.ssl.default.ssl_options.ocsp.issuer_pem={}",
+        pki.path("dev-42.pem")
+    ));
+    let err = refused(&wrong);
+    assert!(err.contains("ssl_options.ocsp.issuer_pem"), "{err}");
 }

@@ -254,6 +254,24 @@ pub struct SslOptions {
     pub enable_crl_check: bool,
     /// `crlfile`: empty is none.
     pub crlfile: PathBuf,
+    /// `ocsp.*`.
+    pub ocsp: OcspOptions,
+}
+
+/// `ssl_options.ocsp.*`, with EMQX's names.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct OcspOptions {
+    /// `enable_ocsp_stapling`.
+    pub enable_ocsp_stapling: bool,
+    /// `responder_url`: empty is none.
+    pub responder_url: String,
+    /// `issuer_pem`: empty is none.
+    pub issuer_pem: PathBuf,
+    /// `refresh_interval`.
+    pub refresh_interval: Duration,
+    /// `refresh_http_timeout`.
+    pub refresh_http_timeout: Duration,
 }
 
 /// `listeners.tcp.*`. EMQX allows any number of named listeners; we have `default` for now.
@@ -555,6 +573,13 @@ fn ssl_options(v: &Values<'_>, prefix: &str) -> Result<SslOptions, ConfigError> 
         handshake_timeout: v.get(k("handshake_timeout")?)?,
         enable_crl_check: v.get(k("enable_crl_check")?)?,
         crlfile: v.get(k("crlfile")?)?,
+        ocsp: OcspOptions {
+            enable_ocsp_stapling: v.get(k("ocsp.enable_ocsp_stapling")?)?,
+            responder_url: v.get(k("ocsp.responder_url")?)?,
+            issuer_pem: v.get(k("ocsp.issuer_pem")?)?,
+            refresh_interval: v.get(k("ocsp.refresh_interval")?)?,
+            refresh_http_timeout: v.get(k("ocsp.refresh_http_timeout")?)?,
+        },
     })
 }
 

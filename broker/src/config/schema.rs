@@ -165,6 +165,37 @@ macro_rules! ssl_option_keys {
                 doc: "PEM file with certificate revocation lists, read with enable_crl_check \
                       (ours).",
             },
+            Key {
+                path: concat!($p, ".ssl_options.ocsp.enable_ocsp_stapling"),
+                kind: Kind::Bool,
+                default: "false",
+                doc: "Staple an OCSP response for the server certificate to every handshake.",
+            },
+            Key {
+                path: concat!($p, ".ssl_options.ocsp.responder_url"),
+                kind: Kind::Text,
+                default: "",
+                doc: "http:// URL of the OCSP responder (required with stapling).",
+            },
+            Key {
+                path: concat!($p, ".ssl_options.ocsp.issuer_pem"),
+                kind: Kind::OptPath,
+                default: "",
+                doc: "PEM file with the certificate of the server certificate's issuer \
+                      (required with stapling).",
+            },
+            Key {
+                path: concat!($p, ".ssl_options.ocsp.refresh_interval"),
+                kind: duration(Duration::from_secs(1), DURATION_MAX),
+                default: "5m",
+                doc: "How often the OCSP response is fetched again.",
+            },
+            Key {
+                path: concat!($p, ".ssl_options.ocsp.refresh_http_timeout"),
+                kind: duration(Duration::from_millis(100), DURATION_MAX),
+                default: "15s",
+                doc: "Timeout of one request to the OCSP responder.",
+            },
         ]
     };
 }
@@ -258,7 +289,7 @@ const SSL_LISTENER: [Key; 3] = listener_keys!(
     "Start the MQTT over TLS listener; it starts only when ssl_options.certfile and keyfile \
      are set."
 );
-const SSL_OPTIONS: [Key; 9] = ssl_option_keys!("listeners.ssl.default");
+const SSL_OPTIONS: [Key; 14] = ssl_option_keys!("listeners.ssl.default");
 const WS_LISTENER: [Key; 3] = listener_keys!(
     "listeners.ws.default",
     "0.0.0.0:8083",
@@ -273,7 +304,7 @@ const WSS_LISTENER: [Key; 3] = listener_keys!(
     "Start the MQTT over WebSocket over TLS listener; it starts only when \
      ssl_options.certfile and keyfile are set."
 );
-const WSS_SSL_OPTIONS: [Key; 9] = ssl_option_keys!("listeners.wss.default");
+const WSS_SSL_OPTIONS: [Key; 14] = ssl_option_keys!("listeners.wss.default");
 const WSS_OPTIONS: [Key; 6] = websocket_keys!("listeners.wss.default");
 
 /// The keys before the generated listener groups: top-level keys, then the TCP listener.
