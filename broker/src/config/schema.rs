@@ -187,7 +187,7 @@ macro_rules! ssl_option_keys {
             Key {
                 path: concat!($p, ".ssl_options.ocsp.refresh_interval"),
                 kind: duration(Duration::from_secs(1), DURATION_MAX),
-                default: "5m",
+                default: "300s",
                 doc: "How often the OCSP response is fetched again.",
             },
             Key {
