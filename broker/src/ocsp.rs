@@ -1,6 +1,7 @@
 //! OCSP stapling's fetching side (RFC 6960): build the request for the server certificate,
 //! POST it to the responder over HTTP, check the answer is a successful response. rustls
-//! staples the bytes as they are; clients verify them.
+//! staples the bytes as they are; clients verify them. Also the plain HTTP GET that fetches
+//! CRLs from distribution points.
 //!
 //! This runs on the broker's control thread (blocking I/O with a timeout), never on a shard.
 
@@ -83,8 +84,18 @@ pub fn check_response(der: &[u8]) -> Result<(), String> {
     }
 }
 
-/// POSTs `body` to the `http://` URL and returns the response body of a 200 answer.
+/// POSTs `body` (an OCSP request) to the `http://` URL and returns the body of a 200 answer.
 pub fn post(url: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+    http(url, Some(("application/ocsp-request", body)), timeout)
+}
+
+/// GETs the `http://` URL and returns the body of a 200 answer (a CRL).
+pub fn get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
+    http(url, None, timeout)
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: POST with `body` when given, GET otherwise.
+fn http(url: &str, body: Option<(&str, &[u8])>, timeout: Duration) -> Result<Vec<u8>, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("{url}: only http:// responders are supported"))?;
@@ -106,13 +117,22 @@ pub fn post(url: &str, body: &[u8], timeout: Duration) -> Result<Vec<u8>, String
     s.set_read_timeout(Some(timeout))
         .and_then(|()| s.set_write_timeout(Some(timeout)))
         .map_err(|e| format!("{url}: {e}"))?;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/ocsp-request\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+    let (head, payload): (String, &[u8]) = match body {
+        Some((kind, body)) => (
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {kind}\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            ),
+            body,
+        ),
+        None => (
+            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"),
+            &[],
+        ),
+    };
     s.write_all(head.as_bytes())
-        .and_then(|()| s.write_all(body))
+        .and_then(|()| s.write_all(payload))
         .map_err(|e| format!("{url}: {e}"))?;
     // Read the head, then exactly Content-Length bytes (some responders keep the connection
     // open despite `Connection: close`), or to the end without one.

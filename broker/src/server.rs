@@ -283,7 +283,7 @@ impl ServeSpec {
                 name: "ssl",
                 key,
                 bind: ssl.bind,
-                transport: Transport::Tls(tls_config(&mut tls, key, o)?),
+                transport: Transport::Tls(tls_config(&mut tls, key, o, &config.crl_cache)?),
                 max_connections: limit(ssl.max_connections),
                 handshake_timeout: o.handshake_timeout,
             });
@@ -310,7 +310,7 @@ impl ServeSpec {
                 key,
                 bind: wss.bind,
                 transport: Transport::Wss(
-                    tls_config(&mut tls, key, o)?,
+                    tls_config(&mut tls, key, o, &config.crl_cache)?,
                     ws_options(key, &wss.websocket, m.max_packet_size)?,
                 ),
                 max_connections: limit(wss.max_connections),
@@ -339,8 +339,9 @@ fn tls_config(
     tls: &mut Vec<crate::tls::TlsListener>,
     key: &str,
     o: &crate::config::SslOptions,
+    crl_cache: &crate::config::CrlCache,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
-    let listener = crate::tls::TlsListener::new(key, o)?;
+    let listener = crate::tls::TlsListener::new(key, o, crl_cache)?;
     let config = listener.config();
     tls.push(listener);
     Ok(config)
@@ -354,6 +355,12 @@ fn reload_loop(mut tls: Vec<crate::tls::TlsListener>, hup: Arc<AtomicBool>, stop
         let asked = hup.swap(false, Ordering::AcqRel);
         let now = std::time::Instant::now();
         for l in &mut tls {
+            for line in l.refresh_crls(now) {
+                match line {
+                    Ok(m) => log::info!("{m}"),
+                    Err(e) => log::warn!("{e}"),
+                }
+            }
             match l.refresh_ocsp(now) {
                 Some(Ok(())) => log::info!("{}: OCSP response stapled", l.prefix()),
                 Some(Err(e)) => log::warn!("{e}"),

@@ -3,9 +3,11 @@
 //! Certificates, keys, CAs and CRLs can be re-read while the broker runs (SIGHUP, or a changed
 //! file): new handshakes use them, established connections are not touched.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use rustls::client::danger::HandshakeSignatureValid;
@@ -17,7 +19,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
-use crate::config::SslOptions;
+use crate::config::{CrlCache, SslOptions};
 
 /// A TLS listener's rustls configuration, with its certificate, key, CA and CRL swappable
 /// while it runs: [`TlsListener::reload`] re-reads the files and new handshakes use them;
@@ -33,12 +35,25 @@ pub struct TlsListener {
     stamps: Vec<Option<SystemTime>>,
     /// With OCSP stapling: the request for the current certificate and when to fetch next.
     ocsp: Option<(Vec<u8>, Instant)>,
+    /// With a CRL check: CRLs fetched from client certificates' distribution points.
+    dp: Option<DpCrls>,
+}
+
+/// CRLs of distribution points, fetched by the control thread as client certificates name them.
+#[derive(Debug)]
+struct DpCrls {
+    /// URLs the verifier met and has no CRL for.
+    wanted: Receiver<String>,
+    crls: HashMap<String, CertificateRevocationListDer<'static>>,
+    next_refresh: Instant,
+    refresh: Duration,
+    timeout: Duration,
 }
 
 impl TlsListener {
     /// Reads the files of the listener whose keys start with `prefix` (`listeners.ssl.default`)
     /// and builds its configuration; the error names the key and the file.
-    pub fn new(prefix: &str, o: &SslOptions) -> Result<Self, String> {
+    pub fn new(prefix: &str, o: &SslOptions, crl_cache: &CrlCache) -> Result<Self, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let cert = Arc::new(ArcSwap::from_pointee(certified_key(prefix, o, &provider)?));
         let versions: Vec<&'static rustls::SupportedProtocolVersion> = o
@@ -52,11 +67,27 @@ impl TlsListener {
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&versions)
             .map_err(|e| format!("{prefix}.ssl_options.versions: {e}"))?;
+        let mut dp = None;
         let (builder, verifier) = if o.verify_peer {
-            let inner = client_verifier(prefix, o, &provider)?;
+            let inner = client_verifier(prefix, o, &provider, &[])?;
+            let dp_check = o.enable_crl_check.then(|| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                dp = Some(DpCrls {
+                    wanted: rx,
+                    crls: HashMap::new(),
+                    next_refresh: Instant::now() + crl_cache.refresh_interval,
+                    refresh: crl_cache.refresh_interval,
+                    timeout: crl_cache.http_timeout,
+                });
+                DpCheck {
+                    known: ArcSwap::from_pointee(HashSet::new()),
+                    wanted: tx,
+                }
+            });
             let swap = Arc::new(SwapVerifier {
                 inner: ArcSwap::from_pointee(inner),
                 mandatory: o.fail_if_no_peer_cert,
+                dp: dp_check,
             });
             (builder.with_client_cert_verifier(swap.clone()), Some(swap))
         } else {
@@ -73,7 +104,52 @@ impl TlsListener {
             config: Arc::new(config),
             stamps: stamps(o),
             ocsp,
+            dp,
         })
+    }
+
+    /// With a CRL check: fetches the CRLs of distribution points client certificates named
+    /// since the last call, and all of them again when the refresh interval has passed; then
+    /// verifies with them. Returns what to log.
+    pub fn refresh_crls(&mut self, now: Instant) -> Vec<Result<String, String>> {
+        let (Some(dp), Some(swap)) = (self.dp.as_mut(), self.verifier.as_ref()) else {
+            return Vec::new();
+        };
+        let mut urls: Vec<String> = dp.wanted.try_iter().collect();
+        if now >= dp.next_refresh {
+            dp.next_refresh = now + dp.refresh;
+            urls.extend(dp.crls.keys().cloned());
+        }
+        urls.sort();
+        urls.dedup();
+        if urls.is_empty() {
+            return Vec::new();
+        }
+        let mut log = Vec::new();
+        for url in urls {
+            let got = crate::ocsp::get(&url, dp.timeout).and_then(|body| parse_crl(&url, body));
+            match got {
+                Ok(crl) => {
+                    dp.crls.insert(url.clone(), crl);
+                    log.push(Ok(format!("{}: CRL of {url} fetched", self.prefix)));
+                }
+                Err(e) => log.push(Err(format!("{}: CRL: {e}", self.prefix))),
+            }
+        }
+        let fetched: Vec<CertificateRevocationListDer<'static>> =
+            dp.crls.values().cloned().collect();
+        match client_verifier(&self.prefix, &self.options, &self.provider, &fetched) {
+            Ok(v) => {
+                swap.inner.store(Arc::new(v));
+                if let Some(check) = &swap.dp {
+                    check
+                        .known
+                        .store(Arc::new(dp.crls.keys().cloned().collect()));
+                }
+            }
+            Err(e) => log.push(Err(e)),
+        }
+        log
     }
 
     /// With OCSP stapling, when due: fetches a fresh response and staples it to the
@@ -116,11 +192,17 @@ impl TlsListener {
     pub fn reload(&mut self) -> Result<(), String> {
         self.stamps = stamps(&self.options);
         let key = certified_key(&self.prefix, &self.options, &self.provider)?;
+        let fetched: Vec<CertificateRevocationListDer<'static>> = self
+            .dp
+            .as_ref()
+            .map(|d| d.crls.values().cloned().collect())
+            .unwrap_or_default();
         let verifier = match &self.verifier {
             Some(_) => Some(client_verifier(
                 &self.prefix,
                 &self.options,
                 &self.provider,
+                &fetched,
             )?),
             None => None,
         };
@@ -190,16 +272,26 @@ fn certified_key(
     })
 }
 
+/// The webpki client verifier of the CA file, with the CRL file's CRLs and `fetched` ones
+/// (from distribution points) when the CRL check is on. A certificate no CRL covers is
+/// accepted, as in EMQX.
 fn client_verifier(
     prefix: &str,
     o: &SslOptions,
     provider: &Arc<CryptoProvider>,
+    fetched: &[CertificateRevocationListDer<'static>],
 ) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let key_name = |k: &str| format!("{prefix}.ssl_options.{k}");
     let roots = ca_roots(&key_name("cacertfile"), &o.cacertfile)?;
     let mut verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
     if o.enable_crl_check {
-        verifier = verifier.with_crls(crls(&key_name("crlfile"), &o.crlfile)?);
+        let mut all = if o.crlfile.as_os_str().is_empty() {
+            Vec::new()
+        } else {
+            crls(&key_name("crlfile"), &o.crlfile)?
+        };
+        all.extend_from_slice(fetched);
+        verifier = verifier.with_crls(all).allow_unknown_revocation_status();
     }
     if !o.fail_if_no_peer_cert {
         verifier = verifier.allow_unauthenticated();
@@ -225,6 +317,71 @@ impl rustls::server::ResolvesServerCert for Resolver {
 struct SwapVerifier {
     inner: ArcSwap<Arc<dyn ClientCertVerifier>>,
     mandatory: bool,
+    dp: Option<DpCheck>,
+}
+
+/// The handshake side of distribution-point CRLs: which URLs have a CRL, and where to ask for
+/// the others.
+#[derive(Debug)]
+struct DpCheck {
+    known: ArcSwap<HashSet<String>>,
+    wanted: Sender<String>,
+}
+
+impl DpCheck {
+    /// Refuses a certificate whose distribution point has no CRL yet, asking for it: the
+    /// client's next attempt is checked against it (EMQX fetches during the handshake; a shard
+    /// never blocks on the network).
+    fn check(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else {
+            return Ok(());
+        };
+        let known = self.known.load();
+        for url in distribution_points(&parsed) {
+            if !known.contains(&url) {
+                let _ = self.wanted.send(url.clone());
+                return Err(rustls::Error::General(format!(
+                    "the CRL of {url} is not fetched yet; try again"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `http://` URLs of a certificate's CRL distribution points.
+fn distribution_points(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
+    let mut urls = Vec::new();
+    for ext in cert.extensions() {
+        let ParsedExtension::CRLDistributionPoints(points) = ext.parsed_extension() else {
+            continue;
+        };
+        for point in points.iter() {
+            if let Some(DistributionPointName::FullName(names)) = &point.distribution_point {
+                for name in names {
+                    if let GeneralName::URI(uri) = name
+                        && uri.starts_with("http://")
+                    {
+                        urls.push((*uri).to_owned());
+                    }
+                }
+            }
+        }
+    }
+    urls
+}
+
+/// A CRL as a distribution point serves it: DER, or PEM.
+fn parse_crl(url: &str, body: Vec<u8>) -> Result<CertificateRevocationListDer<'static>, String> {
+    if body.starts_with(b"-----BEGIN") {
+        return CertificateRevocationListDer::from_pem_slice(&body)
+            .map_err(|e| format!("{url}: {e}"));
+    }
+    if body.first() != Some(&0x30) {
+        return Err(format!("{url}: not a CRL (neither DER nor PEM)"));
+    }
+    Ok(CertificateRevocationListDer::from(body))
 }
 
 impl ClientCertVerifier for SwapVerifier {
@@ -246,6 +403,9 @@ impl ClientCertVerifier for SwapVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        if let Some(dp) = &self.dp {
+            dp.check(end_entity)?;
+        }
         self.inner
             .load()
             .verify_client_cert(end_entity, intermediates, now)

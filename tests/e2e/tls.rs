@@ -30,6 +30,17 @@ pub(crate) struct Pki {
 
 impl Pki {
     pub(crate) fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// Also client certificates `dp-50` (revoked) and `dp-51` naming the CRL distribution
+    /// point `http://127.0.0.1:PORT/ca.crl`, and that CRL (DER, with an Issuing Distribution
+    /// Point) in `DIR/www/ca.crl`.
+    fn with_distribution_point(port: u16) -> Self {
+        Self::build(Some(port))
+    }
+
+    fn build(dp_port: Option<u16>) -> Self {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "pki-{}-{}",
@@ -82,6 +93,43 @@ impl Pki {
         client("dev-42", 42, &ca_cert, &ca_key);
         client("dev-43", 43, &ca_cert, &ca_key);
         client("rogue", 44, &rogue_cert, &rogue_key);
+        if let Some(port) = dp_port {
+            let url = format!("http://127.0.0.1:{port}/ca.crl");
+            let dp = || rcgen::CrlDistributionPoint {
+                uris: vec![url.clone()],
+            };
+            for (name, serial) in [("dp-50", 50u64), ("dp-51", 51)] {
+                let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+                p.distinguished_name.push(DnType::CommonName, name);
+                p.serial_number = Some(SerialNumber::from(serial));
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                p.crl_distribution_points = vec![dp()];
+                let k = KeyPair::generate().unwrap();
+                let c = p.signed_by(&k, &ca_cert, &ca_key).unwrap();
+                write(&format!("{name}.pem"), c.pem());
+                write(&format!("{name}.key"), k.serialize_pem());
+            }
+            let crl = CertificateRevocationListParams {
+                this_update: date_time_ymd(2024, 1, 1),
+                next_update: date_time_ymd(2099, 1, 1),
+                crl_number: SerialNumber::from(2u64),
+                issuing_distribution_point: Some(rcgen::CrlIssuingDistributionPoint {
+                    distribution_point: dp(),
+                    scope: Some(rcgen::CrlScope::UserCertsOnly),
+                }),
+                revoked_certs: vec![RevokedCertParams {
+                    serial_number: SerialNumber::from(50u64),
+                    revocation_time: date_time_ymd(2024, 6, 1),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                }],
+                key_identifier_method: KeyIdMethod::Sha256,
+            }
+            .signed_by(&ca_cert, &ca_key)
+            .unwrap();
+            std::fs::create_dir_all(dir.join("www")).unwrap();
+            std::fs::write(dir.join("www/ca.crl"), crl.der()).unwrap();
+        }
 
         let crl = CertificateRevocationListParams {
             this_update: date_time_ymd(2024, 1, 1),
@@ -596,4 +644,56 @@ fn an_unreachable_ocsp_responder_is_logged_and_tls_goes_on() {
     ));
     let err = refused(&wrong);
     assert!(err.contains("ssl_options.ocsp.issuer_pem"), "{err}");
+}
+
+#[test]
+fn crls_are_fetched_from_the_certificates_distribution_points() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let pki = Pki::with_distribution_point(port);
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-u",
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ])
+    .args(["--directory", &pki.path("www")]);
+    let mut www = Proc::spawn("http.server", cmd).unwrap();
+    www.wait_line(TIMEOUT, "http.server's start", |l| {
+        l.contains("Serving HTTP")
+    });
+    let mut sets = pki.mutual_sets();
+    sets.push("listeners.ssl.default.ssl_options.enable_crl_check=true".to_owned());
+    let (broker, tls_port) = start(&sets);
+    // The first handshake names a distribution point the broker has no CRL for: refused, and
+    // the CRL is fetched; then dp-51 (not revoked) gets in and dp-50 (revoked) does not.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let (ok, _) = tls_pub(&pki, &tls_port, "mqttv311", &client_cert(&pki, "dp-51"));
+        if ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            broker.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        broker.log_text().contains("/ca.crl fetched"),
+        "{}",
+        broker.log_text()
+    );
+    let (ok, _) = tls_pub(&pki, &tls_port, "mqttv311", &client_cert(&pki, "dp-50"));
+    assert!(!ok, "dp-50 is revoked by the distribution point's CRL");
+    // A certificate without a distribution point is not affected.
+    let (ok, err) = tls_pub(&pki, &tls_port, "mqttv311", &client_cert(&pki, "dev-43"));
+    assert!(ok, "{err}");
 }

@@ -55,6 +55,18 @@ pub struct Config {
     pub rewrite: Vec<RewriteRule>,
     /// `auto_subscribe.*`: subscriptions made for every client.
     pub auto_subscribe: AutoSubscribe,
+    /// `crl_cache.*`: CRLs fetched from distribution points.
+    pub crl_cache: CrlCache,
+}
+
+/// `crl_cache.*`, with EMQX's names.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CrlCache {
+    /// `refresh_interval`.
+    pub refresh_interval: Duration,
+    /// `http_timeout`.
+    pub http_timeout: Duration,
 }
 
 /// One `rewrite` rule, with EMQX's field names.
@@ -531,6 +543,10 @@ impl Config {
             rewrite: v.get("rewrite")?,
             auto_subscribe: AutoSubscribe {
                 topics: v.get("auto_subscribe.topics")?,
+            },
+            crl_cache: CrlCache {
+                refresh_interval: v.get("crl_cache.refresh_interval")?,
+                http_timeout: v.get("crl_cache.http_timeout")?,
             },
             retainer: Retainer {
                 max_retained_messages: v.get("retainer.max_retained_messages")?,

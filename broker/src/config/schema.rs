@@ -571,6 +571,20 @@ const REST: &[Key] = &[
         doc: "Subscriptions made for every client when it connects, as in EMQX: topic (with \
               ${clientid}, ${username}, ${host}, ${port}), qos, rh, rap, nl.",
     },
+    // --- crl_cache ----------------------------------------------------------------------------
+    Key {
+        path: "crl_cache.refresh_interval",
+        kind: duration(Duration::from_secs(1), DURATION_MAX),
+        default: "900s",
+        doc: "How often CRLs fetched from client certificates' distribution points are \
+              fetched again.",
+    },
+    Key {
+        path: "crl_cache.http_timeout",
+        kind: duration(Duration::from_millis(100), DURATION_MAX),
+        default: "15s",
+        doc: "Timeout of one CRL download.",
+    },
     // --- delayed -----------------------------------------------------------------------------
     Key {
         path: "delayed.enable",
