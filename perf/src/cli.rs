@@ -98,12 +98,30 @@ pub(crate) struct Common {
     /// I/O driver of the generator's runtimes.
     #[arg(long, value_enum, default_value_t = Driver::Auto)]
     pub(crate) driver: Driver,
-    /// Connect over TLS (not available yet in this build).
+    /// Connect over TLS (1.2 or 1.3); the server name verified is the -h host (a name or an
+    /// IP address). With --ws: WebSocket over TLS (WSS).
     #[arg(short = 'S', long, alias = "ssl")]
     pub(crate) tls: bool,
-    /// Connect over WebSocket (not available yet in this build).
+    /// PEM file of the CA certificates that verify the broker's certificate (--tls)
+    /// [default: the system's CA bundle].
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub(crate) cacertfile: Option<PathBuf>,
+    /// PEM file of the client certificate (chain) for mutual TLS (--tls; with --keyfile).
+    #[arg(long, value_name = "FILE", requires = "tls", requires = "keyfile")]
+    pub(crate) certfile: Option<PathBuf>,
+    /// PEM file of the client certificate's private key (--tls; with --certfile).
+    #[arg(long, value_name = "FILE", requires = "tls", requires = "certfile")]
+    pub(crate) keyfile: Option<PathBuf>,
+    /// Do not verify the broker's certificate (--tls): any certificate, for any name, is
+    /// accepted.
+    #[arg(long, requires = "tls", conflicts_with = "cacertfile")]
+    pub(crate) insecure: bool,
+    /// Connect over WebSocket (subprotocol mqtt; -V 3 also offers mqttv3.1). With --tls: WSS.
     #[arg(long)]
     pub(crate) ws: bool,
+    /// Path of the broker's WebSocket endpoint (--ws) [default: /mqtt].
+    #[arg(long, value_name = "PATH", requires = "ws")]
+    pub(crate) ws_path: Option<String>,
     /// Connect over QUIC (not available yet in this build).
     #[arg(long)]
     pub(crate) quic: bool,
@@ -309,6 +327,44 @@ mod tests {
             panic!("not sub")
         };
         assert!(!s.common.clean);
+    }
+
+    #[test]
+    fn transport_flags() {
+        let cli = Cli::try_parse_from([
+            "perf",
+            "conn",
+            "--ssl",
+            "--cacertfile",
+            "ca.pem",
+            "--certfile",
+            "c.pem",
+            "--keyfile",
+            "k.pem",
+            "--ws",
+            "--ws-path",
+            "/x",
+        ])
+        .unwrap();
+        let Command::Conn(c) = cli.command else {
+            panic!("not conn")
+        };
+        assert!(c.common.tls && c.common.ws);
+        assert_eq!(c.common.cacertfile, Some(PathBuf::from("ca.pem")));
+        assert_eq!(c.common.ws_path.as_deref(), Some("/x"));
+        for bad in [
+            &["--cacertfile", "ca.pem"][..],
+            &["--insecure"],
+            &["--tls", "--certfile", "c.pem"],
+            &["--tls", "--keyfile", "k.pem"],
+            &["--tls", "--insecure", "--cacertfile", "ca.pem"],
+            &["--ws-path", "/x"],
+        ] {
+            let mut argv = vec!["perf", "conn"];
+            argv.extend_from_slice(bad);
+            let e = Cli::try_parse_from(argv).unwrap_err();
+            assert_ne!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{bad:?}");
+        }
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //!
 //! A connected client is four tasks around one [`Conn`], as in the broker's driver:
 //!
-//! - the client task itself reads: socket → [`Decoder`] → [`Session::handle`] → counting;
-//! - a writer drains the output buffer into the socket (two buffers swapped, no copy), and
-//!   on stop sends DISCONNECT and shuts the socket down;
+//! - the client task itself reads: socket → ([`Link::input`]: TLS, WebSocket) → [`Decoder`] →
+//!   [`Session::handle`] → counting;
+//! - a writer drains the output buffer into the socket (two buffers swapped, no copy; through
+//!   [`Link::output`] with TLS or WebSocket), and on stop sends DISCONNECT (then the WebSocket
+//!   Close frame and TLS `close_notify`) and shuts the socket down;
 //! - a publisher task (publishers only) appends PUBLISH packets on its schedule;
 //! - a pinger sends PINGREQ when nothing was written for half the keep alive.
 //!
@@ -37,6 +39,7 @@ use crate::seq::SeqTracker;
 use crate::session::{Effect, Session};
 use crate::stats::{Live, PubRecord, SubRecord, max_opt, min_opt};
 use crate::thread::ThreadCtx;
+use crate::transport::{self, Flow, Link, SetupIo};
 
 /// Smallest free space offered to a read.
 const READ_MIN: usize = 4096;
@@ -66,6 +69,8 @@ pub(crate) struct Conn {
     ready: Cell<bool>,
     /// Counted in `Live::pubs_done`.
     pub_done: Cell<bool>,
+    /// TLS and WebSocket between the socket and the codec; `None` for plain TCP.
+    link: Option<RefCell<Link>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -80,7 +85,7 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    fn new(session: Session) -> Self {
+    fn new(session: Session, link: Option<Link>) -> Self {
         Self {
             out: RefCell::new(BytesMut::new()),
             writer_wake: Notify::default(),
@@ -92,7 +97,13 @@ impl Conn {
             sent: Cell::new(0),
             ready: Cell::new(false),
             pub_done: Cell::new(false),
+            link: link.map(RefCell::new),
         }
+    }
+
+    /// Whether the link has something of its own to send.
+    fn link_wants_write(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.borrow().wants_write())
     }
 
     /// Marks the connection closed and wakes its tasks.
@@ -167,7 +178,7 @@ pub(crate) async fn run(t: Rc<ThreadCtx>, idx: usize) {
         Some(0) | None => usize::from(est.connack.properties.receive_maximum.unwrap_or(u16::MAX)),
         Some(w) => usize::from(w.min(est.connack.properties.receive_maximum.unwrap_or(u16::MAX))),
     };
-    let conn = Rc::new(Conn::new(Session::new(scn.version, window)));
+    let conn = Rc::new(Conn::new(Session::new(scn.version, window), est.link));
     t.conns.borrow_mut().insert(idx, Rc::downgrade(&conn));
     let (r, w) = est.stream.into_split();
     monoio::spawn(write_loop(t.clone(), conn.clone(), w));
@@ -214,7 +225,7 @@ pub(crate) async fn run(t: Rc<ThreadCtx>, idx: usize) {
             ));
         }
     }
-    read_loop(&t, &conn, r, est.decoder, est.buf, &mut sub).await;
+    read_loop(&t, &conn, r, est.decoder, est.buf, est.raw, &mut sub).await;
     t.conns.borrow_mut().remove(&idx);
     conn.close();
     mark_ready(&t, &conn);
@@ -295,13 +306,18 @@ async fn wait(t: &ThreadCtx, conn: Option<&Conn>, deadline: Option<Instant>) {
 /// A connection whose CONNACK accepted it.
 struct Established {
     stream: TcpStream,
+    /// TLS, WebSocket; `None` for plain TCP.
+    link: Option<Link>,
     decoder: Decoder,
-    /// Bytes read after the CONNACK.
+    /// MQTT bytes read after the CONNACK.
     buf: BytesMut,
+    /// Bytes read from the socket that no layer has taken yet (with a link).
+    raw: BytesMut,
     connack: ConnAck,
 }
 
-/// TCP connect, CONNECT, CONNACK; the error is the description counted.
+/// TCP connect, TLS handshake, WebSocket upgrade, CONNECT, CONNACK; the error is the
+/// description counted.
 async fn establish(
     t: &ThreadCtx,
     scn: &Scenario,
@@ -309,30 +325,86 @@ async fn establish(
     client_id: &str,
 ) -> Result<Established, String> {
     // `Scenario::build` resolved at least one address.
-    let Some(&target) = scn.targets.get(idx % scn.targets.len().max(1)) else {
+    let ti = idx % scn.targets.len().max(1);
+    let Some(&target) = scn.targets.get(ti) else {
         return Err("no broker address".to_owned());
     };
     let ifaddr = scn.ifaddrs.get(idx % scn.ifaddrs.len().max(1)).copied();
     let timeout = scn.connect_timeout;
+    let timed_out = |what: &str| format!("{what}: timed out after {}s", timeout.as_secs());
     let t0 = Instant::now();
     let mut stream = match monoio::time::timeout(timeout, tcp_connect(target, ifaddr)).await {
-        Err(_) => return Err(format!("connect: timed out after {}s", timeout.as_secs())),
+        Err(_) => return Err(timed_out("connect")),
         Ok(Err(e)) => return Err(format!("connect: {e}")),
         Ok(Ok(s)) => s,
     };
     t.stats.borrow_mut().tcp_connect.record(nanos(t0.elapsed()));
     let _ = stream.set_nodelay(true);
+    let mut io = SetupIo::default();
+    let mut tls = None;
+    if let Some(spec) = &scn.transport.tls {
+        let mut conn = transport::tls_connection(spec, ti)?;
+        let t1 = Instant::now();
+        let hs = transport::tls_handshake(&mut stream, &mut conn, &mut io);
+        match monoio::time::timeout(timeout, hs).await {
+            Err(_) => return Err(timed_out("TLS handshake")),
+            Ok(r) => r?,
+        }
+        t.stats
+            .borrow_mut()
+            .tls_handshake
+            .record(nanos(t1.elapsed()));
+        tls = Some(conn);
+    }
+    let mut ws = None;
+    if let Some(spec) = &scn.transport.ws {
+        let request = spec.request(ti)?;
+        let t2 = Instant::now();
+        let hs = transport::ws_handshake(&mut stream, tls.as_mut(), request, &mut io);
+        ws = Some(match monoio::time::timeout(timeout, hs).await {
+            Err(_) => return Err(timed_out("WebSocket handshake")),
+            Ok(r) => r?,
+        });
+        t.stats
+            .borrow_mut()
+            .ws_handshake
+            .record(nanos(t2.elapsed()));
+    }
+    let mut link = Link::new(tls, ws);
     let mut out = BytesMut::new();
     Packet::Connect(Box::new(connect_packet(scn, client_id)))
         .encode(scn.version, &mut out)
         .map_err(|e| format!("cannot encode CONNECT: {e}"))?;
     let h0 = Instant::now();
-    let (res, _) = stream.write_all(out).await;
-    res.map_err(|e| format!("write: {e}"))?;
+    match &mut link {
+        None => {
+            let (res, _) = stream.write_all(out).await;
+            res.map_err(|e| format!("write: {e}"))?;
+        }
+        Some(l) => {
+            l.output(&mut out, &mut io.wire)?;
+            io.send(&mut stream)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+        }
+    }
     let mut decoder = Decoder::client(scn.version, MAX_PACKET_SIZE);
+    let closed_early = || "connection closed by broker before CONNACK".to_owned();
     let read = async {
         let mut buf = BytesMut::with_capacity(READ_MIN);
         loop {
+            // What the layers hold (records that came with the handshake's last ones), then
+            // what was just read.
+            let mut flow = Flow::Open;
+            if let Some(l) = &mut link {
+                flow = l.input(&mut io.raw, &mut buf)?;
+                if l.wants_write() {
+                    l.output(&mut BytesMut::new(), &mut io.wire)?;
+                    io.send(&mut stream)
+                        .await
+                        .map_err(|e| format!("write: {e}"))?;
+                }
+            }
             match decoder.decode(&mut buf) {
                 Ok(Some(Packet::ConnAck(a))) => return Ok((a, buf)),
                 Ok(Some(p)) => {
@@ -341,22 +413,34 @@ async fn establish(
                 Ok(None) => {}
                 Err(e) => return Err(format!("CONNACK: {e}")),
             }
-            buf.reserve(decoder.needed().max(READ_MIN));
-            let at = buf.len();
-            let (res, b) = stream.read(buf.slice_mut(at..)).await;
-            buf = b.into_inner();
+            if flow != Flow::Open {
+                return Err(closed_early());
+            }
+            let res = if link.is_some() {
+                io.recv(&mut stream).await
+            } else {
+                buf.reserve(decoder.needed().max(READ_MIN));
+                let at = buf.len();
+                let (res, b) = stream.read(buf.slice_mut(at..)).await;
+                buf = b.into_inner();
+                res
+            };
             match res {
-                Ok(0) => return Err("connection closed by broker before CONNACK".to_owned()),
+                Ok(0) => return Err(closed_early()),
                 Ok(_) => {}
                 Err(e) => return Err(format!("read: {e}")),
             }
         }
     };
     let (connack, buf) = match monoio::time::timeout(timeout, read).await {
-        Err(_) => return Err(format!("CONNACK: timed out after {}s", timeout.as_secs())),
+        Err(_) => return Err(timed_out("CONNACK")),
         Ok(r) => r?,
     };
-    t.stats.borrow_mut().handshake.record(nanos(h0.elapsed()));
+    {
+        let mut st = t.stats.borrow_mut();
+        st.handshake.record(nanos(h0.elapsed()));
+        st.setup.record(nanos(t0.elapsed()));
+    }
     if !connack.reason_code.is_success() {
         return Err(match scn.version {
             ProtocolVersion::V5 => format!("CONNACK refused: {}", connack.reason_code),
@@ -369,8 +453,10 @@ async fn establish(
     }
     Ok(Established {
         stream,
+        link,
         decoder,
         buf,
+        raw: io.raw,
         connack,
     })
 }
@@ -454,12 +540,16 @@ async fn read_loop<R: CancelableAsyncReadRent>(
     mut r: R,
     mut decoder: Decoder,
     mut buf: BytesMut,
+    mut raw: BytesMut,
     sub: &mut Option<SubRecord>,
 ) {
     let canceller = Canceller::new();
     let cancel = canceller.handle();
     *conn.canceller.borrow_mut() = Some(canceller);
     let mut target = READ_MIN;
+    // The broker ended the session at the TLS or WebSocket level: handle what came before,
+    // then stop.
+    let mut peer_closed: Option<String> = None;
     loop {
         let mut now = Now {
             mono: Clock::Monotonic.now(),
@@ -527,16 +617,33 @@ async fn read_loop<R: CancelableAsyncReadRent>(
             closed_by_peer(t, e);
             return;
         }
-        let free = buf.capacity() - buf.len();
+        if let Some(why) = peer_closed.take() {
+            if !t.stopping.get() && !conn.closed.get() {
+                closed_by_peer(t, why);
+            }
+            return;
+        }
+        // Plain TCP reads straight into the decoder's buffer; with a link, into `raw`, which
+        // the link turns into MQTT bytes.
+        let layered = conn.link.is_some();
+        let into = if layered { &mut raw } else { &mut buf };
+        let free = into.capacity() - into.len();
         if free < READ_MIN {
-            buf.reserve(decoder.needed().max(target));
+            let want = if layered {
+                target
+            } else {
+                decoder.needed().max(target)
+            };
+            into.reserve(want);
         }
         // monoio reads into the start of the buffer it is given: offer only the free space
-        // after what is buffered (an incomplete packet).
-        let at = buf.len();
-        let offered = buf.capacity() - at;
-        let (res, b) = r.cancelable_read(buf.slice_mut(at..), cancel.clone()).await;
-        buf = b.into_inner();
+        // after what is buffered (an incomplete packet or record).
+        let at = into.len();
+        let offered = into.capacity() - at;
+        let (res, b) = r
+            .cancelable_read(std::mem::take(into).slice_mut(at..), cancel.clone())
+            .await;
+        *into = b.into_inner();
         match res {
             Ok(0) => {
                 if !t.stopping.get() && !conn.closed.get() {
@@ -547,6 +654,22 @@ async fn read_loop<R: CancelableAsyncReadRent>(
             Ok(n) => {
                 if n == offered {
                     target = (target * 2).min(READ_MAX);
+                }
+                if let Some(link) = &conn.link {
+                    let res = link.borrow_mut().input(&mut raw, &mut buf);
+                    match res {
+                        Ok(Flow::Open) => {}
+                        Ok(Flow::Closed(why)) => peer_closed = Some(why),
+                        Err(e) => {
+                            if !t.stopping.get() && !conn.closed.get() {
+                                closed_by_peer(t, e);
+                            }
+                            return;
+                        }
+                    }
+                    if link.borrow().wants_write() {
+                        conn.writer_wake.notify();
+                    }
                 }
             }
             Err(e) => {
@@ -617,14 +740,35 @@ fn on_message(t: &ThreadCtx, sub: &mut Option<SubRecord>, payload: &Bytes, now: 
 /// Writes `conn.out` to the socket until the connection closes or the run stops.
 async fn write_loop<W: AsyncWriteRent>(t: Rc<ThreadCtx>, conn: Rc<Conn>, mut w: W) {
     let mut spare = BytesMut::new();
+    // With a link: the framed and encrypted bytes.
+    let mut wire: Vec<u8> = Vec::new();
     loop {
-        if !conn.out.borrow().is_empty() {
-            let chunk = std::mem::replace(&mut *conn.out.borrow_mut(), spare);
-            let (res, mut chunk) = w.write_all(chunk).await;
+        if !conn.out.borrow().is_empty() || conn.link_wants_write() {
+            let mut chunk = std::mem::replace(&mut *conn.out.borrow_mut(), spare);
+            let res = match &conn.link {
+                None => {
+                    let (res, c) = w.write_all(chunk).await;
+                    chunk = c;
+                    res.map(|_| ()).map_err(|e| format!("write: {e}"))
+                }
+                Some(link) => {
+                    let encoded = link.borrow_mut().output(&mut chunk, &mut wire);
+                    match encoded {
+                        Err(e) => Err(e),
+                        Ok(()) if wire.is_empty() => Ok(()),
+                        Ok(()) => {
+                            let (res, mut v) = w.write_all(std::mem::take(&mut wire)).await;
+                            v.clear();
+                            wire = v;
+                            res.map(|_| ()).map_err(|e| format!("write: {e}"))
+                        }
+                    }
+                }
+            };
             conn.events.notify();
             if let Err(e) = res {
                 if !t.stopping.get() && !conn.closed.get() {
-                    closed_by_peer(&t, format!("write: {e}"));
+                    closed_by_peer(&t, e);
                 }
                 conn.close();
                 conn.cancel_read();
@@ -646,12 +790,27 @@ async fn write_loop<W: AsyncWriteRent>(t: Rc<ThreadCtx>, conn: Rc<Conn>, mut w: 
             _ = t.changed.notified() => {},
         }
     }
-    // The run stops: say goodbye. The broker then closes, which ends the reader.
+    // The run stops: say goodbye (DISCONNECT, then the WebSocket Close frame and TLS
+    // close_notify). The broker then closes, which ends the reader.
     let mut bye = BytesMut::new();
     let version = conn.session.borrow().version();
     let packet = Packet::Disconnect(Disconnect::new(ReasonCode::NORMAL_DISCONNECTION));
     if packet.encode(version, &mut bye).is_ok() {
-        let _ = w.write_all(bye).await;
+        match &conn.link {
+            None => {
+                let _ = w.write_all(bye).await;
+            }
+            Some(link) => {
+                let encoded = {
+                    let mut l = link.borrow_mut();
+                    l.output(&mut bye, &mut wire)
+                        .and_then(|()| l.close(&mut wire))
+                };
+                if encoded.is_ok() {
+                    let _ = w.write_all(wire).await;
+                }
+            }
+        }
     }
     let _ = w.shutdown().await;
 }

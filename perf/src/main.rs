@@ -3,7 +3,8 @@
 //!
 //! Layout: `cli` (flags) → `scenario` (the resolved run) → `run` (main thread: phases,
 //! progress) → `thread` (one monoio runtime per `--threads`) → `client` (one connection's
-//! tasks) around `session` (the sans-IO MQTT client state). `payload`, `seq`, `stats` and
+//! tasks) around `session` (the sans-IO MQTT client state), over `transport` (TLS and
+//! WebSocket, sans-IO, between the socket and the codec). `payload`, `seq`, `stats` and
 //! `report` are the measurement.
 
 use std::io::IsTerminal;
@@ -26,6 +27,7 @@ mod session;
 mod stats;
 mod template;
 mod thread;
+mod transport;
 
 use cli::{Cli, Command, Common};
 use clock::Clock;

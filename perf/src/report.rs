@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::run::Outcome;
 use crate::scenario::{Kind, Scenario};
 use crate::stats::Summary;
+use crate::transport::Roots;
 
 /// Version of the JSON document's layout.
 const SCHEMA: u32 = 1;
@@ -147,6 +148,20 @@ impl<'a> Report<'a> {
             self.connect_rate,
             &t.handshake.summary(),
         );
+        let layered = scn.transport.is_layered();
+        if layered {
+            // Each layer's handshake, and the whole set-up they add up to with TCP and MQTT.
+            if scn.transport.tls.is_some() {
+                let tls = t.tls_handshake.summary();
+                row(&mut s, "tls", tls.count, None, &tls);
+            }
+            if scn.transport.ws.is_some() {
+                let ws = t.ws_handshake.summary();
+                row(&mut s, "ws", ws.count, None, &ws);
+            }
+            let setup = t.setup.summary();
+            row(&mut s, "setup", setup.count, None, &setup);
+        }
         if scn.pubs > 0 {
             row(
                 &mut s,
@@ -185,6 +200,21 @@ impl<'a> Report<'a> {
         }
         let _ = writeln!(s, "latency in ms:");
         let _ = writeln!(s, "  connect  CONNECT written → CONNACK read");
+        if scn.transport.tls.is_some() {
+            let _ = writeln!(s, "  tls      TCP connected → TLS handshake done");
+        }
+        if scn.transport.ws.is_some() {
+            let _ = writeln!(
+                s,
+                "  ws       WebSocket upgrade request written → 101 response read"
+            );
+        }
+        if layered {
+            let _ = writeln!(
+                s,
+                "  setup    TCP connect started → CONNACK read (every handshake)"
+            );
+        }
         if scn.pubs > 0 && scn.publish.as_ref().is_some_and(|p| p.period_ns.is_some()) {
             let _ = writeln!(
                 s,
@@ -269,7 +299,11 @@ impl<'a> Report<'a> {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let mut s = format!("tcp {target}, MQTT {}", version_name(scn));
+        let mut s = format!(
+            "{} {target}, MQTT {}",
+            scn.transport.name(),
+            version_name(scn)
+        );
         match scn.kind {
             Kind::Conn => s += &format!(", {} connections", scn.clients.len()),
             Kind::Sub => s += &format!(", {} subscribers, QoS {}", scn.subs, scn.sub_qos as u8),
@@ -300,7 +334,25 @@ impl<'a> Report<'a> {
         let config = json!({
             "hosts": scn.targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "ifaddr": scn.ifaddrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "transport": "tcp",
+            "transport": scn.transport.name(),
+            "tls": scn.transport.tls.as_ref().map(|tls| {
+                let path = |p: &Option<std::path::PathBuf>| {
+                    p.as_ref().map(|p| p.display().to_string())
+                };
+                let (cacertfile, system) = match &tls.roots {
+                    Roots::File(f) => (Some(f.display().to_string()), None),
+                    Roots::System(f) => (None, Some(f.display().to_string())),
+                    Roots::Insecure => (None, None),
+                };
+                json!({
+                    "cacertfile": cacertfile,
+                    "system_ca_bundle": system,
+                    "certfile": path(&tls.certfile),
+                    "keyfile": path(&tls.keyfile),
+                    "insecure": tls.roots == Roots::Insecure,
+                })
+            }),
+            "ws_path": scn.transport.ws.as_ref().map(|ws| ws.path.clone()),
             "protocol_version": scn.version.level(),
             "clients": scn.clients.len(),
             "publishers": scn.pubs,
@@ -353,7 +405,18 @@ impl<'a> Report<'a> {
                 "open_at_end": l.connected(),
                 "connect_rate_per_s": self.connect_rate,
                 "tcp_connect_us": summary_us(&t.tcp_connect.summary()),
+                "tls_handshake_us": scn
+                    .transport
+                    .tls
+                    .as_ref()
+                    .map(|_| summary_us(&t.tls_handshake.summary())),
+                "ws_handshake_us": scn
+                    .transport
+                    .ws
+                    .as_ref()
+                    .map(|_| summary_us(&t.ws_handshake.summary())),
                 "handshake_us": summary_us(&t.handshake.summary()),
+                "setup_us": summary_us(&t.setup.summary()),
             },
             "publish": (scn.pubs > 0).then(|| json!({
                 "publishers": scn.pubs,

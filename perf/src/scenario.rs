@@ -13,6 +13,7 @@ use crate::cli::{BenchArgs, ClockArg, Command, Common, ConnArgs, Driver, PubArgs
 use crate::clock::Clock;
 use crate::payload::HEADER_LEN;
 use crate::template::{self, SplitMix, Vars};
+use crate::transport::TransportSpec;
 
 /// Which subcommand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +93,8 @@ pub(crate) struct Scenario {
     pub(crate) kind: Kind,
     /// Broker addresses, used round-robin.
     pub(crate) targets: Vec<SocketAddr>,
+    /// TLS and WebSocket above TCP (each indexed like `targets` where it depends on the host).
+    pub(crate) transport: TransportSpec,
     /// Local addresses to bind, used round-robin.
     pub(crate) ifaddrs: Vec<IpAddr>,
     pub(crate) version: ProtocolVersion,
@@ -139,12 +142,10 @@ impl Scenario {
     }
 
     fn base(kind: Kind, c: &Common, run_id: u32) -> Result<Self, String> {
-        for (on, flag) in [(c.tls, "--tls"), (c.ws, "--ws"), (c.quic, "--quic")] {
-            if on {
-                return Err(format!(
-                    "{flag} is not available yet in this build (TCP only)"
-                ));
-            }
+        if c.quic {
+            return Err(
+                "--quic is not available yet in this build (TCP, TLS, WebSocket only)".into(),
+            );
         }
         let version = ProtocolVersion::from_level(c.protocol)
             .ok_or_else(|| format!("-V {}: the protocol version is 3, 4 or 5", c.protocol))?;
@@ -152,9 +153,11 @@ impl Scenario {
             return Err("-x/--session-expiry needs MQTT 5 (-V 5)".into());
         }
         let targets = resolve(&c.host, c.port, &c.ifaddr)?;
+        let transport = TransportSpec::build(c, version)?;
         Ok(Self {
             kind,
             targets,
+            transport,
             ifaddrs: c.ifaddr.clone(),
             version,
             username: c.username.clone(),
@@ -501,8 +504,20 @@ mod tests {
     fn refusals() {
         let e = build(&["pub", "-h", "127.0.0.1", "-t", "a", "-s", "8"]).unwrap_err();
         assert!(e.contains("at least 32"), "{e}");
-        let e = build(&["conn", "-h", "127.0.0.1", "--tls"]).unwrap_err();
+        let e = build(&["conn", "-h", "127.0.0.1", "--quic"]).unwrap_err();
         assert!(e.contains("not available yet"), "{e}");
+        let e = build(&["conn", "-h", "127.0.0.1", "--ws", "--ws-path", "mqtt"]).unwrap_err();
+        assert!(e.contains("must start with /"), "{e}");
+        let e = build(&[
+            "conn",
+            "-h",
+            "127.0.0.1",
+            "--tls",
+            "--cacertfile",
+            "/nonexistent.pem",
+        ])
+        .unwrap_err();
+        assert!(e.starts_with("--cacertfile /nonexistent.pem: "), "{e}");
         let e = build(&["pub", "-h", "127.0.0.1", "-t", "a/#"]).unwrap_err();
         assert!(e.contains("a/#"), "{e}");
         let e = build(&["sub", "-h", "127.0.0.1", "-t", "a/#b"]).unwrap_err();
@@ -519,6 +534,54 @@ mod tests {
         assert_eq!(s.publish.unwrap().period_ns, Some(1_000_000_000));
         let s = build(&["pub", "-h", "127.0.0.1", "-t", "a", "-I", "0"]).unwrap();
         assert_eq!(s.publish.unwrap().period_ns, None);
+    }
+
+    #[test]
+    fn transports() {
+        let s = build(&["conn", "-h", "127.0.0.1"]).unwrap();
+        assert_eq!(s.transport.name(), "tcp");
+        let s = build(&[
+            "conn",
+            "-h",
+            "127.0.0.1,localhost",
+            "-p",
+            "8883",
+            "--tls",
+            "--insecure",
+        ])
+        .unwrap();
+        assert_eq!(s.transport.name(), "tls");
+        let tls = s.transport.tls.unwrap();
+        assert_eq!(tls.roots, crate::transport::Roots::Insecure);
+        assert_eq!(tls.server_names.len(), 2);
+        assert_eq!(
+            format!("{:?}", tls.server_names[0]),
+            "IpAddress(V4(Ipv4Addr([127, 0, 0, 1])))"
+        );
+        let s = build(&["conn", "-h", "127.0.0.1", "-p", "8083", "--ws"]).unwrap();
+        assert_eq!(s.transport.name(), "ws");
+        let ws = s.transport.ws.unwrap();
+        assert_eq!(ws.uris[0].to_string(), "ws://127.0.0.1:8083/mqtt");
+        assert_eq!(ws.subprotocols, ["mqtt"]);
+        let s = build(&[
+            "conn",
+            "-h",
+            "::1",
+            "-p",
+            "8084",
+            "--ws",
+            "--ws-path",
+            "/ws",
+            "--tls",
+            "--insecure",
+            "-V",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(s.transport.name(), "wss");
+        let ws = s.transport.ws.unwrap();
+        assert_eq!(ws.uris[0].to_string(), "wss://[::1]:8084/ws");
+        assert_eq!(ws.subprotocols, ["mqttv3.1", "mqtt"]);
     }
 
     #[test]

@@ -187,8 +187,14 @@ pub(crate) struct SubRecord {
 pub(crate) struct ThreadStats {
     /// TCP connect time.
     pub(crate) tcp_connect: Latency,
+    /// `--tls`: TCP connected → TLS handshake done (our Finished written).
+    pub(crate) tls_handshake: Latency,
+    /// `--ws`: upgrade request written → `101 Switching Protocols` read.
+    pub(crate) ws_handshake: Latency,
     /// CONNECT written → CONNACK read.
     pub(crate) handshake: Latency,
+    /// The whole set-up: TCP connect started → CONNACK read (every layer's handshake).
+    pub(crate) setup: Latency,
     /// End-to-end: receive time − intended send time (measured messages only, as the next
     /// two).
     pub(crate) latency: Latency,
@@ -253,7 +259,10 @@ pub(crate) fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 #[derive(Debug, Default)]
 pub(crate) struct Totals {
     pub(crate) tcp_connect: Latency,
+    pub(crate) tls_handshake: Latency,
+    pub(crate) ws_handshake: Latency,
     pub(crate) handshake: Latency,
+    pub(crate) setup: Latency,
     pub(crate) latency: Latency,
     pub(crate) ack_latency: Latency,
     pub(crate) lag: Latency,
@@ -294,7 +303,10 @@ impl Totals {
         let mut subs = Vec::new();
         for s in threads {
             t.tcp_connect.merge(&s.tcp_connect);
+            t.tls_handshake.merge(&s.tls_handshake);
+            t.ws_handshake.merge(&s.ws_handshake);
             t.handshake.merge(&s.handshake);
+            t.setup.merge(&s.setup);
             t.latency.merge(&s.latency);
             t.ack_latency.merge(&s.ack_latency);
             t.lag.merge(&s.lag);

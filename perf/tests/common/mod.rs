@@ -11,6 +11,10 @@
 //! cannot listen on port 0: the tests pick a free port by binding port 0 and closing it, then
 //! write a config file with `listener <port> 127.0.0.1` (another process could take the port
 //! in between; accepted).
+//!
+//! For the transports: [`Broker::mosquitto_listeners`] adds TLS / WebSocket listeners to
+//! Mosquitto, [`Broker::ours_tls`] starts our broker with its TLS listener, and [`Pki`] makes
+//! the certificates (rcgen) at test time.
 
 // Test helpers panic on setup failures by design.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
@@ -66,6 +70,7 @@ fn broker_binary() -> &'static Path {
 /// A broker process, stopped (SIGTERM, then SIGKILL) when dropped.
 pub(crate) struct Broker {
     child: Child,
+    /// The port of the listener under test (plain TCP unless started for another one).
     pub(crate) port: u16,
     pub(crate) name: &'static str,
 }
@@ -73,14 +78,69 @@ pub(crate) struct Broker {
 impl Broker {
     /// Our broker: `broker run --cores 2` on 127.0.0.1, port 0.
     pub(crate) fn ours() -> Self {
-        let mut child = Command::new(broker_binary())
-            .args([
-                "run",
-                "--cores",
-                "2",
-                "--set",
-                "listeners.tcp.default.bind=127.0.0.1:0",
-            ])
+        Self::ours_with(&[], "tcp")
+    }
+
+    /// Our broker with a TLS listener on 127.0.0.1, port 0, with this certificate and key;
+    /// `port` is the TLS listener's.
+    pub(crate) fn ours_tls(certfile: &Path, keyfile: &Path) -> Self {
+        Self::ours_with(
+            &[
+                "listeners.ssl.default.bind=127.0.0.1:0".to_owned(),
+                format!(
+                    "listeners.ssl.default.ssl_options.certfile={}",
+                    certfile.display()
+                ),
+                format!(
+                    "listeners.ssl.default.ssl_options.keyfile={}",
+                    keyfile.display()
+                ),
+            ],
+            "ssl",
+        )
+    }
+
+    /// Our broker; `port` is its WebSocket listener's (`ws://127.0.0.1:PORT/mqtt`).
+    pub(crate) fn ours_ws() -> Self {
+        Self::ours_with(&[], "ws")
+    }
+
+    /// Our broker with a WebSocket over TLS listener with this certificate and key; `port` is
+    /// that listener's.
+    pub(crate) fn ours_wss(certfile: &Path, keyfile: &Path) -> Self {
+        Self::ours_with(
+            &[
+                "listeners.wss.default.bind=127.0.0.1:0".to_owned(),
+                format!(
+                    "listeners.wss.default.ssl_options.certfile={}",
+                    certfile.display()
+                ),
+                format!(
+                    "listeners.wss.default.ssl_options.keyfile={}",
+                    keyfile.display()
+                ),
+            ],
+            "wss",
+        )
+    }
+
+    /// Our broker with these `--set`s; `port` is that of the listener logged as `listener`
+    /// (`tcp`, `ssl`).
+    fn ours_with(sets: &[String], listener: &str) -> Self {
+        let mut cmd = Command::new(broker_binary());
+        cmd.args([
+            "run",
+            "--cores",
+            "2",
+            "--set",
+            "listeners.tcp.default.bind=127.0.0.1:0",
+            "--set",
+            "listeners.ws.default.bind=127.0.0.1:0",
+        ]);
+        for s in sets {
+            cmd.arg("--set").arg(s);
+        }
+        let mut child = cmd
             .env_remove("BROKER_LISTENERS__TCP__DEFAULT__BIND")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -89,11 +149,12 @@ impl Broker {
             .expect("the broker starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let marker = format!("listening on {listener} 127.0.0.1:");
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if !sent && let Some(rest) = line.split("listening on tcp 127.0.0.1:").nth(1) {
+                if !sent && let Some(rest) = line.split(marker.as_str()).nth(1) {
                     let port: u16 = rest
                         .split(|c: char| !c.is_ascii_digit())
                         .next()
@@ -118,6 +179,16 @@ impl Broker {
 
     /// Mosquitto with `extra` configuration lines.
     pub(crate) fn mosquitto(extra: &str) -> Self {
+        Self::mosquitto_listeners(extra, &[]).0
+    }
+
+    /// Mosquitto with `extra` configuration lines for its plain TCP listener (`port`) and one
+    /// more listener on 127.0.0.1 per element of `listeners` (its configuration lines: `protocol
+    /// websockets`, `certfile ...`), whose ports are returned in the same order. Mosquitto
+    /// 2.0.11 does not start with a WebSocket listener alone, hence the TCP one.
+    /// `set_tcp_nodelay true`: otherwise Nagle holds Mosquitto's CONNACK behind its TLS
+    /// session tickets for a delayed ACK (40 ms).
+    pub(crate) fn mosquitto_listeners(extra: &str, listeners: &[&str]) -> (Self, Vec<u16>) {
         let port = free_port();
         let conf = scratch(&format!("mosquitto-{port}.conf"));
         let anonymous = if extra.contains("allow_anonymous") {
@@ -125,11 +196,22 @@ impl Broker {
         } else {
             "allow_anonymous true\n"
         };
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\n{anonymous}{extra}\n"),
-        )
-        .unwrap();
+        let mut text = format!("listener {port} 127.0.0.1\n{anonymous}{extra}\n");
+        let mut ports = Vec::new();
+        for l in listeners {
+            let p = loop {
+                let p = free_port();
+                if p != port && !ports.contains(&p) {
+                    break p;
+                }
+            };
+            text += &format!("listener {p} 127.0.0.1\n{l}\n");
+            ports.push(p);
+        }
+        if !listeners.is_empty() {
+            text = format!("set_tcp_nodelay true\n{text}");
+        }
+        std::fs::write(&conf, text).unwrap();
         let child = Command::new(mosquitto_binary())
             .arg("-c")
             .arg(&conf)
@@ -138,16 +220,25 @@ impl Broker {
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto starts");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
+        let mut broker = Self {
             child,
             port,
             name: "mosquitto",
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for p in std::iter::once(port).chain(ports.iter().copied()) {
+            while TcpStream::connect(("127.0.0.1", p)).is_err() {
+                if let Ok(Some(status)) = broker.child.try_wait() {
+                    panic!(
+                        "mosquitto exited ({status}) with this configuration:\n{}",
+                        std::fs::read_to_string(&conf).unwrap_or_default()
+                    );
+                }
+                assert!(Instant::now() < deadline, "mosquitto did not listen on {p}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
+        (broker, ports)
     }
 
     pub(crate) fn port_arg(&self) -> String {
@@ -172,6 +263,85 @@ impl Drop for Broker {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Certificates made at test time with rcgen, as PEM files in a fresh directory: a CA
+/// (`ca.pem`), a server certificate for 127.0.0.1 and localhost signed by it (`server.pem`,
+/// `server.key`), a client certificate signed by it (`client.pem`, `client.key`), and another
+/// CA (`other-ca.pem`) with a client certificate of its own (`rogue.pem`, `rogue.key`).
+pub(crate) struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    pub(crate) fn new() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+            KeyUsagePurpose, SanType,
+        };
+        let dir = scratch(&format!("pki-{}", unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Readable by all: Mosquitto started as root reads them as user mosquitto.
+        let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+        let ca = |cn: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let key = KeyPair::generate().unwrap();
+            let cert = p.self_signed(&key).unwrap();
+            (cert, key)
+        };
+        let (ca_cert, ca_key) = ca("perf test CA");
+        let (other_cert, other_key) = ca("perf other CA");
+        write("ca.pem", ca_cert.pem());
+        write("other-ca.pem", other_cert.pem());
+        let mut sp = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        sp.subject_alt_names
+            .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        sp.distinguished_name.push(DnType::CommonName, "broker");
+        sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let sk = KeyPair::generate().unwrap();
+        let server = sp.signed_by(&sk, &ca_cert, &ca_key).unwrap();
+        write("server.pem", server.pem());
+        write("server.key", sk.serialize_pem());
+        let client = |name: &str, issuer: &rcgen::Certificate, ik: &KeyPair| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, name);
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            let k = KeyPair::generate().unwrap();
+            let c = p.signed_by(&k, issuer, ik).unwrap();
+            write(&format!("{name}.pem"), c.pem());
+            write(&format!("{name}.key"), k.serialize_pem());
+        };
+        client("client", &ca_cert, &ca_key);
+        client("rogue", &other_cert, &other_key);
+        Self { dir }
+    }
+
+    /// The file `name` of this PKI.
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `path` as an argument.
+    pub(crate) fn arg(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// Mosquitto listener lines serving this PKI's server certificate.
+    pub(crate) fn mosquitto_tls(&self) -> String {
+        format!(
+            "cafile {}\ncertfile {}\nkeyfile {}",
+            self.arg("ca.pem"),
+            self.arg("server.pem"),
+            self.arg("server.key")
+        )
     }
 }
 
