@@ -54,8 +54,13 @@ impl TlsListener {
     /// Reads the files of the listener whose keys start with `prefix` (`listeners.ssl.default`)
     /// and builds its configuration; the error names the key and the file.
     pub fn new(prefix: &str, o: &SslOptions, crl_cache: &CrlCache) -> Result<Self, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(provider(prefix, o)?);
         let cert = Arc::new(ArcSwap::from_pointee(certified_key(prefix, o, &provider)?));
+        if o.versions.is_empty() {
+            return Err(format!(
+                "{prefix}.ssl_options.versions: empty: no TLS version to offer"
+            ));
+        }
         let versions: Vec<&'static rustls::SupportedProtocolVersion> = o
             .versions
             .iter()
@@ -214,6 +219,56 @@ impl TlsListener {
         }
         Ok(())
     }
+}
+
+/// rustls' ring provider with the cipher suites `ciphers` names (all when empty).
+fn provider(prefix: &str, o: &SslOptions) -> Result<CryptoProvider, String> {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let mut p = rustls::crypto::ring::default_provider();
+    if o.ciphers.is_empty() {
+        return Ok(p);
+    }
+    let suite = |name: &str| match name {
+        "TLS_AES_256_GCM_SHA384" => cs::TLS13_AES_256_GCM_SHA384,
+        "TLS_AES_128_GCM_SHA256" => cs::TLS13_AES_128_GCM_SHA256,
+        "TLS_CHACHA20_POLY1305_SHA256" => cs::TLS13_CHACHA20_POLY1305_SHA256,
+        "ECDHE-ECDSA-AES256-GCM-SHA384" | "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384" => {
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        }
+        "ECDHE-ECDSA-AES128-GCM-SHA256" | "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256" => {
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        }
+        "ECDHE-ECDSA-CHACHA20-POLY1305" | "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256" => {
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+        }
+        "ECDHE-RSA-AES256-GCM-SHA384" | "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384" => {
+            cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+        }
+        "ECDHE-RSA-AES128-GCM-SHA256" | "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" => {
+            cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        }
+        _ => cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    };
+    p.cipher_suites = o.ciphers.iter().map(|n| suite(n)).collect();
+    let tls13 = p
+        .cipher_suites
+        .iter()
+        .any(|s| s.version() == &rustls::version::TLS13);
+    let tls12 = p
+        .cipher_suites
+        .iter()
+        .any(|s| s.version() == &rustls::version::TLS12);
+    let usable = o
+        .versions
+        .iter()
+        .any(|v| (*v == "tlsv1.3" && tls13) || (*v == "tlsv1.2" && tls12));
+    if !usable {
+        return Err(format!(
+            "{prefix}.ssl_options.ciphers: none of {:?} works with versions {:?}",
+            o.ciphers, o.versions
+        ));
+    }
+    Ok(p)
 }
 
 /// The OCSP request for `key`'s certificate, if stapling is on; the error names the key.

@@ -697,3 +697,55 @@ fn crls_are_fetched_from_the_certificates_distribution_points() {
     let (ok, err) = tls_pub(&pki, &tls_port, "mqttv311", &client_cert(&pki, "dev-43"));
     assert!(ok, "{err}");
 }
+
+/// `openssl s_client` with `args`; the negotiated "Protocol, Cipher" line, if the handshake
+/// succeeded.
+fn negotiated(pki: &Pki, port: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-CAfile", &pki.path("ca.pem")])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with("New, TLS"))
+        .map(str::to_owned)
+}
+
+#[test]
+fn versions_and_ciphers_limit_what_is_offered() {
+    let pki = Pki::new();
+    let mut sets = pki.server_sets();
+    sets.push(r#"listeners.ssl.default.ssl_options.versions=["tlsv1.3"]"#.to_owned());
+    sets.push(r#"listeners.ssl.default.ssl_options.ciphers=["TLS_AES_128_GCM_SHA256"]"#.to_owned());
+    let (_broker, port) = start(&sets);
+    let ok = negotiated(&pki, &port, &["-tls1_3"]);
+    assert_eq!(
+        ok.as_deref(),
+        Some("New, TLSv1.3, Cipher is TLS_AES_128_GCM_SHA256")
+    );
+    assert_eq!(
+        negotiated(&pki, &port, &["-tls1_2"]),
+        None,
+        "TLS 1.2 is off"
+    );
+    let other = ["-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384"];
+    assert_eq!(negotiated(&pki, &port, &other), None, "only AES-128-GCM");
+
+    let mut sets = pki.server_sets();
+    sets.push(r#"listeners.ssl.default.ssl_options.versions=["tlsv1.2"]"#.to_owned());
+    let (_broker, port) = start(&sets);
+    let ok = negotiated(&pki, &port, &[]).unwrap_or_default();
+    assert!(ok.starts_with("New, TLSv1.2,"), "{ok}");
+
+    let mut bad = pki.server_sets();
+    bad.push(r#"listeners.ssl.default.ssl_options.versions=["tlsv1.2"]"#.to_owned());
+    bad.push(r#"listeners.ssl.default.ssl_options.ciphers=["TLS_AES_128_GCM_SHA256"]"#.to_owned());
+    let err = refused(&bad);
+    assert!(
+        err.contains("listeners.ssl.default.ssl_options.ciphers"),
+        "{err}"
+    );
+}

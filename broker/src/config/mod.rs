@@ -260,6 +260,8 @@ pub struct SslOptions {
     pub fail_if_no_peer_cert: bool,
     /// `versions`: `tlsv1.3`, `tlsv1.2`.
     pub versions: Vec<&'static str>,
+    /// `ciphers`: suite names; empty is all.
+    pub ciphers: Vec<&'static str>,
     /// `handshake_timeout`.
     pub handshake_timeout: Duration,
     /// `enable_crl_check`.
@@ -586,6 +588,7 @@ fn ssl_options(v: &Values<'_>, prefix: &str) -> Result<SslOptions, ConfigError> 
         verify_peer: v.get::<Verify>(k("verify")?)? == Verify::Peer,
         fail_if_no_peer_cert: v.get(k("fail_if_no_peer_cert")?)?,
         versions: v.get(k("versions")?)?,
+        ciphers: v.get(k("ciphers")?)?,
         handshake_timeout: v.get(k("handshake_timeout")?)?,
         enable_crl_check: v.get(k("enable_crl_check")?)?,
         crlfile: v.get(k("crlfile")?)?,

@@ -101,6 +101,26 @@ const AUTO_SUBSCRIBE_FIELDS: &[Field] = &[
     },
 ];
 
+/// The cipher suite names `ssl_options.ciphers` accepts: each of rustls' suites by its OpenSSL
+/// name (as EMQX lists them) and by its IANA name.
+pub const CIPHERS: &[&str] = &[
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_CHACHA20_POLY1305_SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+];
+
 /// The keys of one TLS listener's `ssl_options`, under `$p` (`listeners.ssl.default`).
 macro_rules! ssl_option_keys {
     ($p:literal) => {
@@ -144,6 +164,13 @@ macro_rules! ssl_option_keys {
                 kind: Kind::Names(&["tlsv1.3", "tlsv1.2"]),
                 default: "[\"tlsv1.3\", \"tlsv1.2\"]",
                 doc: "TLS versions offered.",
+            },
+            Key {
+                path: concat!($p, ".ssl_options.ciphers"),
+                kind: Kind::Names(CIPHERS),
+                default: "[]",
+                doc: "Cipher suites offered, OpenSSL or IANA names; [] offers all of rustls' \
+                      (AEAD suites with ECDHE only).",
             },
             Key {
                 path: concat!($p, ".ssl_options.handshake_timeout"),
@@ -289,7 +316,7 @@ const SSL_LISTENER: [Key; 3] = listener_keys!(
     "Start the MQTT over TLS listener; it starts only when ssl_options.certfile and keyfile \
      are set."
 );
-const SSL_OPTIONS: [Key; 14] = ssl_option_keys!("listeners.ssl.default");
+const SSL_OPTIONS: [Key; 15] = ssl_option_keys!("listeners.ssl.default");
 const WS_LISTENER: [Key; 3] = listener_keys!(
     "listeners.ws.default",
     "0.0.0.0:8083",
@@ -304,7 +331,7 @@ const WSS_LISTENER: [Key; 3] = listener_keys!(
     "Start the MQTT over WebSocket over TLS listener; it starts only when \
      ssl_options.certfile and keyfile are set."
 );
-const WSS_SSL_OPTIONS: [Key; 14] = ssl_option_keys!("listeners.wss.default");
+const WSS_SSL_OPTIONS: [Key; 15] = ssl_option_keys!("listeners.wss.default");
 const WSS_OPTIONS: [Key; 6] = websocket_keys!("listeners.wss.default");
 
 /// The keys before the generated listener groups: top-level keys, then the TCP listener.

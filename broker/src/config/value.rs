@@ -190,7 +190,7 @@ pub enum Kind {
     },
     /// A filesystem path, or `""` for none.
     OptPath,
-    /// A list of distinct names, each one of these (at least one).
+    /// A list of distinct names, each one of these (possibly empty).
     Names(&'static [&'static str]),
     /// A valid MQTT topic filter (wildcards allowed; `${...}` placeholders are ordinary text).
     Filter,
@@ -271,7 +271,7 @@ impl Kind {
                     }
                     names.push(name);
                 }
-                (!names.is_empty()).then_some(Value::Names(names))
+                Some(Value::Names(names))
             }
             Self::Filter => match *input {
                 Input::Str(s) if net::mqtt::topic::validate_topic_filter(s).is_ok() => {
@@ -397,7 +397,7 @@ impl Kind {
             }
             Self::OptPath => "expected a path, or \"\" for none".to_owned(),
             Self::Names(names) => format!(
-                "expected a non-empty list of distinct names from {}",
+                "expected a list of distinct names from {}",
                 quoted_list(names)
             ),
             Self::Filter => "expected a valid MQTT topic filter".to_owned(),
