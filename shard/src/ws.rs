@@ -184,7 +184,12 @@ impl WsConn {
     /// A connection waiting for the client's upgrade request.
     pub fn new(opts: Arc<WsOptions>) -> Self {
         let seen = Rc::new(RefCell::new(Seen::default()));
+        // tungstenite's default 128 KiB read buffer per connection would dominate an idle
+        // connection's memory; our pipe hands it what the socket read anyway. Writes go
+        // straight to the pipe (no write buffering: the driver batches socket writes).
         let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
             .max_message_size(Some(opts.max_message))
             .max_frame_size(Some(opts.max_message));
         let accept = Accept {

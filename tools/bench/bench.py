@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
 """Runs the perf scenarios against this broker, Mosquitto and rumqttd; writes the raw JSON into
 tools/bench/results/<date>/ and prints a markdown table. Called by run.sh (which builds and
-installs); see tools/bench/README.md."""
+installs); see tools/bench/README.md. TLS and WSS scenarios use a test CA and server certificate
+generated into the results directory; rumqttd runs the plain TCP scenarios only."""
 
 import argparse
 import datetime
 import json
 import os
+import secrets
 import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections import namedtuple
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -69,24 +72,65 @@ def wait_accepting(port, proc, timeout=15):
     return False
 
 
+# ---------------------------------------------------------------- certificates
+
+def make_certs(outdir):
+    """A test CA and a server certificate for 127.0.0.1 / localhost (ECDSA P-256), written with
+    the openssl CLI into outdir. World-readable: Mosquitto started as root reads them as the
+    `mosquitto` user. The CA key is deleted once the server certificate is signed."""
+    ca_key, ca = os.path.join(outdir, "ca.key"), os.path.join(outdir, "ca.pem")
+    key, csr = os.path.join(outdir, "server.key"), os.path.join(outdir, "server.csr")
+    cert, ext = os.path.join(outdir, "server.pem"), os.path.join(outdir, "server.ext")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    with open(ext, "w") as f:
+        f.write("basicConstraints = critical, CA:FALSE\n"
+                "keyUsage = critical, digitalSignature\n"
+                "extendedKeyUsage = serverAuth\n"
+                "subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+    for argv in (
+        ["openssl", "req", "-x509", "-new"] + ec + ["-keyout", ca_key, "-out", ca,
+         "-days", "3650", "-subj", "/CN=tools-bench test CA",
+         "-addext", "basicConstraints = critical, CA:TRUE",
+         "-addext", "keyUsage = critical, keyCertSign, cRLSign"],
+        ["openssl", "req", "-new"] + ec + ["-keyout", key, "-out", csr,
+         "-subj", "/CN=localhost"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+         "-set_serial", "0x" + secrets.token_hex(8), "-days", "3650", "-sha256",
+         "-extfile", ext, "-out", cert],
+    ):
+        r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"{shlex.join(argv)}: {r.stderr.strip()[-500:]}")
+    for f in (ca_key, csr, ext):
+        os.remove(f)
+    for f in (ca, key, cert):
+        os.chmod(f, 0o644)
+    return {"cacertfile": ca, "certfile": cert, "keyfile": key}
+
+
 # ---------------------------------------------------------------- brokers
 
 class Broker:
-    def __init__(self, name, label, argv_fn, version, cfg_fn=None):
+    """argv_fn(port, cfg, tls) and cfg_fn(port, tls): tls is None for plain TCP, else a dict
+    with transport ("tls" | "wss"), certfile and keyfile; PORT is then that listener's port."""
+
+    def __init__(self, name, label, argv_fn, version, cfg_fn=None, transports=("tcp",)):
         self.name, self.label, self.argv_fn, self.version, self.cfg_fn = (
             name, label, argv_fn, version, cfg_fn)
+        self.transports = transports
         self.proc = None
 
-    def start(self, outdir, tag):
+    def start(self, outdir, tag, tls=None):
         self.port = free_port()
         cfg = None
         if self.cfg_fn:
             # rumqttd picks the parser from the extension.
             ext = "toml" if self.name == "rumqttd" else "conf"
-            cfg = os.path.join(outdir, f"{self.name}.{ext}")
+            suffix = f"-{tls['transport']}" if tls else ""
+            cfg = os.path.join(outdir, f"{self.name}{suffix}.{ext}")
             with open(cfg, "w") as f:
-                f.write(self.cfg_fn(self.port))
-        argv = self.argv_fn(self.port, cfg)
+                f.write(self.cfg_fn(self.port, tls))
+        argv = self.argv_fn(self.port, cfg, tls)
         self.argv = argv
         log = open(os.path.join(outdir, f"{self.name}-{tag}.log"), "w")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
@@ -116,27 +160,55 @@ def version_of(argv):
         return f"? ({e})"
 
 
+def ours_argv(bdir, cores, port, tls):
+    argv = [os.path.join(bdir, "broker"), "run", "--cores", str(cores)]
+    if tls is None:
+        return argv + ["--set", f"listeners.tcp.default.bind=127.0.0.1:{port}",
+                       "--set", "listeners.ws.default.bind=127.0.0.1:0"]
+    # TLS / WSS: that listener on PORT with the test certificate; TCP and WS on free ports
+    # nobody uses (the other TLS listener stays off: it has no certificate).
+    lst = {"tls": "ssl", "wss": "wss"}[tls["transport"]]
+    return argv + ["--set", "listeners.tcp.default.bind=127.0.0.1:0",
+                   "--set", "listeners.ws.default.bind=127.0.0.1:0",
+                   "--set", f"listeners.{lst}.default.bind=127.0.0.1:{port}",
+                   "--set", f"listeners.{lst}.default.ssl_options.certfile={tls['certfile']}",
+                   "--set", f"listeners.{lst}.default.ssl_options.keyfile={tls['keyfile']}"]
+
+
+def mosquitto_conf(port, tls):
+    if tls is None:
+        return f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\n"
+    s = f"listener {port} 127.0.0.1\n"
+    if tls["transport"] == "wss":
+        s += "protocol websockets\n"
+    s += (f"certfile {tls['certfile']}\nkeyfile {tls['keyfile']}\n"
+          "allow_anonymous true\nmax_connections -1\n")
+    if tls["transport"] == "wss":
+        # Mosquitto 2.0.11 refuses to start with WebSocket listeners only.
+        s += f"listener {free_port()} 127.0.0.1\n"
+    # Without it Mosquitto's CONNACK over TLS waits 40 ms (Nagle behind its session tickets).
+    return s + "set_tcp_nodelay true\n"
+
+
 def make_brokers(root, rumqttd, cores):
     bdir = os.path.join(root, "target", "release")
     ours = Broker(
         "ours", f"this broker, `--cores {cores}`",
-        lambda port, _cfg: [os.path.join(bdir, "broker"), "run", "--cores", str(cores),
-                            "--set", f"listeners.tcp.default.bind=127.0.0.1:{port}",
-                            "--set", "listeners.ws.default.bind=127.0.0.1:0"],
-        version_of([os.path.join(bdir, "broker"), "--version"]))
+        lambda port, _cfg, tls: ours_argv(bdir, cores, port, tls),
+        version_of([os.path.join(bdir, "broker"), "--version"]),
+        transports=("tcp", "tls", "wss"))
     mosq = Broker(
         "mosquitto", "Mosquitto",
-        lambda port, cfg: ["/usr/sbin/mosquitto", "-c", cfg],
+        lambda port, cfg, _tls: ["/usr/sbin/mosquitto", "-c", cfg],
         version_of(["/usr/sbin/mosquitto", "-h"]),
-        lambda port: (f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                      "max_connections -1\n"))
+        mosquitto_conf, transports=("tcp", "tls", "wss"))
     # rumqttd: one v4 listener; limits matched to the others (no connect throttling,
     # room for the storm, payloads above 1 KiB, inflight above perf's 32).
     rum = Broker(
         "rumqttd", "rumqttd",
-        lambda port, cfg: [rumqttd, "-q", "-c", cfg],
+        lambda port, cfg, _tls: [rumqttd, "-q", "-c", cfg],
         version_of([rumqttd, "--version"]),
-        lambda port: f"""id = 0
+        lambda port, _tls: f"""id = 0
 
 [router]
 id = 0
@@ -160,7 +232,14 @@ next_connection_delay_ms = 0
 
 # ---------------------------------------------------------------- scenarios
 
-def scenarios(d):
+# transport: "tcp" | "tls" | "wss" (the broker's listener on PORT, perf's flags in args).
+# storm: for connection storms, the connections opened, held idle for `hold` s; the broker's
+# sockets and RSS are sampled while they connect (see one()).
+Scenario = namedtuple("Scenario", "key title args transport storm hold",
+                      defaults=("tcp", None, None))
+
+
+def scenarios(d, ca="CA"):
     bench = ["bench", "-h", "127.0.0.1"] + MQTT
     fan_in = ["--pubs", "100", "--subs", "1", "-t", "bench/in/%i", "--sub-topic", "bench/in/#",
               "-q", "0", "-s", "64"]
@@ -169,19 +248,33 @@ def scenarios(d):
     pairs = ["--pubs", "100", "--subs", "100", "-t", "bench/pair/%i",
              "--sub-topic", "bench/pair/%i", "-q", "1", "--rate", "10000"]
     dur = WARMUP + ["--duration", f"{d}s"]
+    conn = ["conn", "-h", "127.0.0.1"] + MQTT
+    tls = ["--tls", "--cacertfile", ca]
+
+    def storm(n, hold):
+        return ["-c", str(n), "-i", "0", "--connect-timeout", "30", "--duration", f"{hold}s"]
+
+    S = Scenario
     return [
-        ("fan-in", "fan-in 100→1, QoS 0, 64 B, max rate", bench + fan_in + dur),
-        ("fan-out", "fan-out 1→100, QoS 0, 64 B, 1,000 msg/s in", bench + fan_out
-         + ["--rate", "1000"] + dur),
-        ("fan-out-max", "fan-out 1→100, QoS 0, 64 B, max rate", bench + fan_out + dur),
-        ("pairs-64", "100 pairs, QoS 1, 64 B, 10,000 msg/s", bench + pairs + ["-s", "64"] + dur),
-        ("pairs-1k", "100 pairs, QoS 1, 1 KiB, 10,000 msg/s", bench + pairs + ["-s", "1024"]
-         + dur),
-        ("storm", "connection storm: 5,000 connects, -i 0", ["conn", "-h", "127.0.0.1"] + MQTT
-         + ["-c", "5000", "-i", "0", "--connect-timeout", "30", "--duration", f"{max(d, 8)}s"]),
+        S("fan-in", "fan-in 100→1, QoS 0, 64 B, max rate", bench + fan_in + dur),
+        S("fan-out", "fan-out 1→100, QoS 0, 64 B, 1,000 msg/s in", bench + fan_out
+          + ["--rate", "1000"] + dur),
+        S("fan-out-max", "fan-out 1→100, QoS 0, 64 B, max rate", bench + fan_out + dur),
+        S("pairs-64", "100 pairs, QoS 1, 64 B, 10,000 msg/s", bench + pairs + ["-s", "64"]
+          + dur),
+        S("pairs-1k", "100 pairs, QoS 1, 1 KiB, 10,000 msg/s", bench + pairs + ["-s", "1024"]
+          + dur),
+        S("storm", "connection storm: 5,000 connects, -i 0", conn + storm(5000, max(d, 8)),
+          storm=5000, hold=max(d, 8)),
         # latency: fan-in shape at a fixed rate filled in once Mosquitto's fan-in is known.
-        ("latency", "fan-in 100→1, QoS 0, 64 B, fixed rate (50 % of Mosquitto's fan-in)",
-         bench + fan_in + dur),
+        S("latency", "fan-in 100→1, QoS 0, 64 B, fixed rate (50 % of Mosquitto's fan-in)",
+          bench + fan_in + dur),
+        # 10,000 TLS connections: perf holds 10,000 sockets, under the 20,000 open files.
+        S("tls-storm", "TLS connection storm: 10,000 connects, -i 0",
+          conn + tls + storm(10000, 12), transport="tls", storm=10000, hold=12),
+        # 2,000: Mosquitto's libwebsockets answers each upgrade ~200 ms late.
+        S("wss-storm", "WSS connection storm: 2,000 connects, -i 0",
+          conn + tls + ["--ws"] + storm(2000, 12), transport="wss", storm=2000, hold=12),
     ]
 
 
@@ -192,12 +285,18 @@ def run_perf(perf, args, port, json_path, timeout):
     return argv, r, time.time() - t0
 
 
-def one(broker, perf, outdir, key, args, dur):
+def one(broker, perf, outdir, sc, args, dur, certs=None):
     """Fresh broker per scenario, so CPU and RSS deltas belong to that scenario alone."""
+    key = sc.key
     res = {"broker": broker.name, "scenario": key, "ok": False}
+    if sc.transport != "tcp":
+        res["transport"] = sc.transport
+    if sc.storm:
+        res["storm"] = sc.storm
     jpath = os.path.join(outdir, f"{broker.name}-{key}.json")
+    tls = None if sc.transport == "tcp" else dict(certs, transport=sc.transport)
     try:
-        broker.start(outdir, key)
+        broker.start(outdir, key, tls)
     except Exception as e:  # noqa: BLE001
         res["error"] = str(e)
         return res
@@ -205,32 +304,35 @@ def one(broker, perf, outdir, key, args, dur):
         res["broker_argv"] = broker.argv
         pid = broker.proc.pid
         before = proc_sample(pid)
-        if key == "storm":
+        if sc.storm:
+            # Connection storm: count the broker's sockets while perf connects; once it holds
+            # all sc.storm of them (and the count stopped moving), wait 1 s and sample RSS.
+            wait = max(dur, sc.hold) + 45
             argv = [perf] + args[:1] + ["-p", str(broker.port), "--json", jpath] + args[1:]
             p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             base = socket_fds(pid)
             peak, settled, at_peak, prev = 0, None, None, -1
-            t_end = time.time() + dur + 45
+            t_end = time.time() + wait
             while p.poll() is None and time.time() < t_end:
                 n = socket_fds(pid) - base
                 if settled is None and n > 0 and n >= peak:
                     at_peak = proc_sample(pid)
                     at_peak["established"] = n
                 peak = max(peak, n)
-                if settled is None and n >= 5000 and n == prev:
+                if settled is None and n >= sc.storm and n == prev:
                     time.sleep(1.0)  # let the broker finish its per-connection setup
                     settled = proc_sample(pid)
                     settled["established"] = socket_fds(pid) - base
                 prev = n
                 time.sleep(0.25)
             try:
-                out, err = p.communicate(timeout=dur + 45)
+                out, err = p.communicate(timeout=wait)
             except subprocess.TimeoutExpired:
                 p.kill()
                 out, err = p.communicate()
             res["rc"], res["argv"] = p.returncode, argv
             res["peak_established"] = peak
-            # A broker that never reaches 5,000: its RSS at the most connections it held.
+            # A broker that never reaches sc.storm: its RSS at the most connections it held.
             res["idle_sample"] = settled or at_peak
             stdout, stderr = out, err
         else:
@@ -292,14 +394,29 @@ def figures(res):
     f["dropped"] = c["dropped"]
     f["connects_per_s"] = c["connect_rate_per_s"]
     f["errors"] = p["errors"]["total"]
-    if res["scenario"] == "storm" and res.get("idle_sample"):
-        s = res["idle_sample"]
-        f["rss_idle_mib"] = s["rss_bytes"] / 2**20
-        f["idle_conns"] = s["established"]
-        f["rss_per_conn_kib"] = ((s["rss_bytes"] - res["before"]["rss_bytes"]) / 1024
-                                 / s["established"])
-        f["connect_p50_ms"] = c["handshake_us"]["p50"] / 1000
-        f["connect_p99_ms"] = c["handshake_us"]["p99"] / 1000
+    storm = res.get("storm") or (5000 if res["scenario"] == "storm" else None)
+    if storm:
+        s = res.get("idle_sample")
+        if s:
+            f["rss_idle_mib"] = s["rss_bytes"] / 2**20
+            f["idle_conns"] = s["established"]
+            f["rss_per_conn_kib"] = ((s["rss_bytes"] - res["before"]["rss_bytes"]) / 1024
+                                     / s["established"])
+
+        def ms(name, q):
+            h = c.get(name)
+            return h[q] / 1000 if h and h.get("count") and h.get(q) is not None else None
+
+        # connect_*: CONNECT → CONNACK; tls_*: TCP connected → TLS handshake done; ws_*: the
+        # upgrade; setup_*: TCP connect started → CONNACK, every handshake included.
+        for fig, name in (("connect", "handshake_us"), ("tls", "tls_handshake_us"),
+                          ("ws", "ws_handshake_us"), ("setup", "setup_us")):
+            for q in ("p50", "p99"):
+                v = ms(name, q)
+                if v is not None:
+                    f[f"{fig}_{q}_ms"] = v
+        if c["connected"]:
+            f["cpu_ms_per_conn"] = cpu * 1000 / c["connected"]
     return f
 
 
@@ -353,17 +470,31 @@ def table(results, brokers, meta):
         rm, rq = (ratio(o, m), ratio(o, q)) if key != "lost" else ("", "")
         w(f"| {sc} | {metric} | " + " | ".join(cells) + f" | {rm} | {rq} |")
 
-    for key, title, _ in meta["scenarios"]:
-        if key == "storm":
-            row(key, "connects/s", "connects_per_s")
-            row(key, "connected (of 5,000)", "connected")
-            row(key, "CONNECT→CONNACK p50 ms", "connect_p50_ms", 2)
-            row(key, "CONNECT→CONNACK p99 ms", "connect_p99_ms", 2)
+    for sc in meta["scenarios"]:
+        key, storm = sc[0], sc[4]
+        tp = {"tls": "TLS ", "wss": "WSS "}.get(sc[3], "")
+        if storm:
+            if tp:
+                row(key, f"connects/s (each a full {tp}handshake)", "connects_per_s")
+            else:
+                row(key, "connects/s", "connects_per_s")
+            row(key, f"connected (of {storm:,})", "connected")
+            if sc[3] == "tls":
+                row(key, "TLS handshake p50 ms", "tls_p50_ms", 2)
+                row(key, "TLS handshake p99 ms", "tls_p99_ms", 2)
+            if sc[3] == "wss":
+                row(key, "setup (TCP connect → CONNACK) p50 ms", "setup_p50_ms", 2)
+                row(key, "setup (TCP connect → CONNACK) p99 ms", "setup_p99_ms", 2)
+            else:
+                row(key, "CONNECT→CONNACK p50 ms", "connect_p50_ms", 2)
+                row(key, "CONNECT→CONNACK p99 ms", "connect_p99_ms", 2)
             row(key, "RSS before, MiB", "rss_before_mib", 1)
             row(key, "idle connections at the RSS sample", "idle_conns")
             row(key, "RSS with the idle connections, MiB", "rss_idle_mib", 1)
-            row(key, "RSS per idle connection, KiB", "rss_per_conn_kib", 2)
+            row(key, f"RSS per idle {tp}connection, KiB", "rss_per_conn_kib", 2)
             row(key, "broker CPU s", "cpu_s", 2)
+            if tp:
+                row(key, "broker CPU ms per connection", "cpu_ms_per_conn", 3)
             continue
         row(key, "delivered msgs/s", "delivered_per_s")
         if key in ("fan-in", "fan-out-max"):
@@ -416,7 +547,7 @@ def main():
                     help="rate of the latency scenario instead of 50 %% of Mosquitto's fan-in")
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--out", default=None)
-    ap.add_argument("--cmdline", default="")
+    ap.add_argument("--cmdline", default=None, help="run.sh's arguments (set by run.sh)")
     a = ap.parse_args()
 
     perf = os.path.join(a.root, "target", "release", "perf")
@@ -441,7 +572,24 @@ def main():
     scs = scenarios(a.duration)
     if a.scenarios:
         keep = a.scenarios.split(",")
-        scs = [sc for sc in scs if sc[0] in keep]
+        unknown = set(keep) - {sc.key for sc in scs}
+        if unknown:
+            ap.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: "
+                     + ", ".join(sc.key for sc in scs))
+        scs = [sc for sc in scs if sc.key in keep]
+    certs = None
+    if any(sc.transport != "tcp" for sc in scs):
+        certs = make_certs(outdir)
+        scs = scenarios(a.duration, certs["cacertfile"])
+        scs = [sc for sc in scs if not a.scenarios or sc.key in keep]
+        notes.append("TLS / WSS scenarios: ECDSA P-256 server certificate for 127.0.0.1 "
+                     "(ca.pem, server.pem, server.key in this directory, made with "
+                     f"{version_of(['openssl', 'version'])}); perf verifies it with "
+                     "--cacertfile ca.pem")
+        skipped = [b.name for b in brokers
+                   if any(sc.transport not in b.transports for sc in scs)]
+        for n in skipped:
+            notes.append(f"{n}: TLS / WSS scenarios not run")
     with open("/proc/loadavg") as f:
         load0 = " ".join(f.read().split()[:3])
     others = subprocess.run(["ps", "-eo", "pid,pcpu,rss,etime,comm", "--sort=-pcpu"],
@@ -449,9 +597,10 @@ def main():
     meta = {
         "date": date, "started": now.strftime("%H:%M"), "machine": machine(),
         "versions": {b.name: b.version for b in (ours, mosq, rum)},
-        "command": ("tools/bench/run.sh " + a.cmdline).strip(),
+        "command": (("tools/bench/run.sh " + a.cmdline).strip() if a.cmdline is not None
+                    else "python3 tools/bench/bench.py " + shlex.join(sys.argv[1:])),
         "loadavg_before": load0, "ps_before": others, "notes": notes,
-        "scenarios": [(k, t, args) for k, t, args in scs],
+        "scenarios": [list(sc) for sc in scs],
     }
     meta["versions"]["perf"] = version_of([perf, "--version"])
     for n in notes:
@@ -462,8 +611,12 @@ def main():
     if latency_rate:
         meta["latency_rate"] = latency_rate
     for b in brokers:
-        for key, title, args in scs:
-            args = list(args)
+        for sc in scs:
+            key, title, args = sc.key, sc.title, list(sc.args)
+            if sc.transport not in b.transports:
+                print(f"== {b.name}: {title}: not run ({sc.transport})", file=sys.stderr,
+                      flush=True)
+                continue
             if key == "latency":
                 if latency_rate is None:
                     results.append({"broker": b.name, "scenario": key,
@@ -471,7 +624,7 @@ def main():
                     continue
                 args += ["--rate", str(latency_rate)]
             print(f"== {b.name}: {title}", file=sys.stderr, flush=True)
-            r = one(b, perf, outdir, key, args, a.duration)
+            r = one(b, perf, outdir, sc, args, a.duration, certs)
             r["title"] = title
             results.append(r)
             f = figures(r)
