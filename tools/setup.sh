@@ -24,6 +24,11 @@ if ! python3 -c 'import paho.mqtt, sys; v = tuple(int(x) for x in paho.mqtt.__ve
   python3 -m pip install -q --disable-pip-version-check 'paho-mqtt==2.2.0'
 fi
 
+# aioquic: an independent QUIC implementation for the MQTT over QUIC interop tests.
+if ! python3 -c 'import aioquic' 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check 'aioquic==1.7.2'
+fi
+
 if ! command -v node >/dev/null 2>&1; then
   echo "tools/setup.sh: node (>= 18) is required by the interoperability tests" >&2
   exit 1

@@ -25,6 +25,8 @@ pub struct ServeSpec {
     pub listeners: Vec<ListenerPlan>,
     /// The TLS listeners' certificates, for reloading.
     pub tls: Vec<crate::tls::TlsListener>,
+    /// MQTT over QUIC: where to bind, and the QUIC server configuration.
+    pub quic: Option<(SocketAddr, Arc<quinn_proto::ServerConfig>)>,
     /// I/O driver.
     pub driver: DriverKind,
     /// Slots per cross-shard ring.
@@ -115,6 +117,17 @@ pub fn bind_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::Tc
 pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> {
     let n = spec.cores.max(1);
     let shards = u16::try_from(n).map_err(|_| io::Error::other("too many shards"))?;
+    let mut quic_sockets: Vec<Option<std::net::UdpSocket>> = (0..n).map(|_| None).collect();
+    let mut quic_addr = None;
+    if let Some((bind, _)) = &spec.quic {
+        let sockets = bind_udp_reuseport(*bind, n).map_err(|e| {
+            io::Error::new(e.kind(), format!("listeners.quic.default.bind {bind}: {e}"))
+        })?;
+        quic_addr = sockets.first().map(|s| s.local_addr()).transpose()?;
+        for (slot, s) in quic_sockets.iter_mut().zip(sockets) {
+            *slot = Some(s);
+        }
+    }
     // Every listener is bound n times; shard i gets the i-th socket of each.
     let mut per_shard: Vec<Vec<driver::ListenerSpec>> = (0..n).map(|_| Vec::new()).collect();
     let mut addrs = Vec::new();
@@ -139,14 +152,21 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
     let mesh = Mesh::<ShardMsg>::new(n, spec.ring_capacity);
     let (tx, rx) = mpsc::channel::<Started>();
     let mut threads = Vec::with_capacity(n);
-    for (id, (endpoint, listeners)) in mesh.into_endpoints().into_iter().zip(per_shard).enumerate()
+    for (id, ((endpoint, listeners), quic_socket)) in mesh
+        .into_endpoints()
+        .into_iter()
+        .zip(per_shard)
+        .zip(quic_sockets)
+        .enumerate()
     {
+        let quic = quic_socket.zip(spec.quic.as_ref().map(|q| q.1.clone()));
         let shard_spec = ShardSpec {
             id: id as u16,
             shards,
             cpu: spec.cpus.as_ref().and_then(|c| c.get(id).copied()),
             settings: spec.settings.clone(),
             listeners,
+            quic,
             driver: spec.driver,
             ring_batch: spec.ring_batch,
         };
@@ -181,6 +201,9 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
                 return Err(io::Error::other("a shard failed to start"));
             }
         }
+    }
+    if let Some(addr) = quic_addr {
+        addrs.push(("quic", "listeners.quic.default", addr));
     }
     let tcp = addrs.iter().find(|a| a.0 == "tcp").map(|a| a.2);
     Ok(Running {
@@ -317,12 +340,19 @@ impl ServeSpec {
                 handshake_timeout: o.handshake_timeout,
             });
         }
+        let q = &config.listeners.quic;
+        let quic = if q.enable {
+            Some((q.bind, quic_config(config)?))
+        } else {
+            None
+        };
         Ok(Self {
             cores,
             cpus: config.shard.pin_cpus.then(crate::cpus::affinity).flatten(),
             settings,
             listeners,
             tls,
+            quic,
             driver: match config.node.driver {
                 Driver::Auto => DriverKind::Auto,
                 Driver::IoUring => DriverKind::IoUring,
@@ -332,6 +362,82 @@ impl ServeSpec {
             ring_batch: config.shard.max_events_per_turn,
         })
     }
+}
+
+/// The QUIC server configuration: the configured certificate, or a self-signed one generated
+/// into `node.data_dir` (kept across restarts), TLS 1.3 with ALPN `mqtt`.
+fn quic_config(config: &crate::config::Config) -> Result<Arc<quinn_proto::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let q = &config.listeners.quic;
+    let key = "listeners.quic.default.ssl_options";
+    let (certfile, keyfile) = if q.certfile.as_os_str().is_empty() {
+        let dir = &config.node.data_dir;
+        let (cert, private) = (
+            dir.join("quic-selfsigned.pem"),
+            dir.join("quic-selfsigned.key"),
+        );
+        if !cert.exists() || !private.exists() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("node.data_dir {}: {e}", dir.display()))?;
+            let made = rcgen::generate_simple_self_signed(vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+            ])
+            .map_err(|e| format!("{key}: cannot generate a certificate: {e}"))?;
+            std::fs::write(&cert, made.cert.pem())
+                .and_then(|()| std::fs::write(&private, made.key_pair.serialize_pem()))
+                .map_err(|e| format!("node.data_dir {}: {e}", dir.display()))?;
+        }
+        log::info!(
+            "QUIC uses the self-signed certificate {} (set {key}.certfile and keyfile for a real \
+             one)",
+            cert.display()
+        );
+        (cert, private)
+    } else {
+        (q.certfile.clone(), q.keyfile.clone())
+    };
+    let certs = CertificateDer::pem_file_iter(&certfile)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{key}.certfile {}: {e}", certfile.display()))?;
+    let private = PrivateKeyDer::from_pem_file(&keyfile)
+        .map_err(|e| format!("{key}.keyfile {}: {e}", keyfile.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| format!("{key}: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, private)
+        .map_err(|e| format!("{key}.certfile {}: {e}", certfile.display()))?;
+    tls.alpn_protocols = vec![b"mqtt".to_vec()];
+    let options = shard::quic::QuicOptions {
+        idle_timeout: q.idle_timeout,
+        keep_alive_interval: q.keep_alive_interval,
+        peer_bidi_stream_count: q.peer_bidi_stream_count,
+        peer_unidi_stream_count: q.peer_unidi_stream_count,
+    };
+    shard::quic::server_config(Arc::new(tls), &options).map_err(|e| format!("{key}: {e}"))
+}
+
+/// Binds the UDP `addr` `n` times with `SO_REUSEPORT` (port 0: the first socket's port).
+fn bind_udp_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::UdpSocket>> {
+    fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        Ok(s.into())
+    }
+    let first = bind(addr)?;
+    let actual = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..n {
+        all.push(bind(actual)?);
+    }
+    Ok(all)
 }
 
 /// Builds the TLS configuration of the listener under `key`, keeping it for reloads.

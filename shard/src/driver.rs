@@ -34,6 +34,7 @@ use monoio::io::{
 use monoio::net::{TcpListener, TcpStream};
 
 use crate::core::{Event, Read, Shard, ShardId, ShardMsg};
+use crate::quic::QuicEndpoint;
 use crate::ring::MeshEndpoint;
 use crate::settings::Settings;
 use crate::slab::Key;
@@ -188,6 +189,9 @@ pub struct ShardSpec {
     pub settings: Settings,
     /// The listeners (each socket bound with `SO_REUSEPORT` on every shard).
     pub listeners: Vec<ListenerSpec>,
+    /// MQTT over QUIC: this shard's UDP socket (bound with `SO_REUSEPORT`) and the QUIC
+    /// server configuration.
+    pub quic: Option<(std::net::UdpSocket, Arc<quinn_proto::ServerConfig>)>,
     /// I/O driver.
     pub driver: DriverKind,
     /// Ring messages handled per batch before other tasks run.
@@ -319,6 +323,10 @@ struct Ctx {
     conns: RefCell<HashMap<Key, Rc<ConnIo>>>,
     /// Open connections per listener (by index).
     per_listener: RefCell<Vec<usize>>,
+    /// The QUIC endpoint, with a QUIC listener.
+    quic: RefCell<Option<QuicEndpoint>>,
+    /// Woken when the core has output for a QUIC connection.
+    quic_wake: Notify,
     /// Woken when messages refused by a full ring have been sent.
     unblocked: Notify,
     /// Woken when a message was refused by a full ring.
@@ -331,8 +339,18 @@ impl Ctx {
     fn pump(&self) {
         let mut shard = self.shard.borrow_mut();
         let conns = self.conns.borrow();
+        let mut quic = self.quic.borrow_mut();
         while let Some(ev) = shard.poll_event() {
             match ev {
+                Event::Write(k) | Event::Resume(k) if quic.as_ref().is_some_and(|q| q.owns(k)) => {
+                    self.quic_wake.notify();
+                }
+                Event::Close(k) if quic.as_ref().is_some_and(|q| q.owns(k)) => {
+                    if let Some(q) = quic.as_mut() {
+                        q.close(k);
+                    }
+                    self.quic_wake.notify();
+                }
                 Event::Write(k) => {
                     if let Some(c) = conns.get(&k) {
                         c.writer.notify();
@@ -350,6 +368,7 @@ impl Ctx {
                 }
             }
         }
+        drop(quic);
         let mut mesh = self.mesh.borrow_mut();
         let mut refused = false;
         while let Some((dest, msg)) = shard.poll_outgoing() {
@@ -389,6 +408,8 @@ async fn serve(
         mesh: RefCell::new(mesh),
         conns: RefCell::new(HashMap::new()),
         per_listener: RefCell::new(Vec::new()),
+        quic: RefCell::new(None),
+        quic_wake: Notify::default(),
         unblocked: Notify::default(),
         blocked: Notify::default(),
         ring_batch: spec.ring_batch.max(1),
@@ -410,6 +431,14 @@ async fn serve(
             handshake_timeout: l.handshake_timeout,
         };
         monoio::spawn(accept_loop(ctx.clone(), listener, accept, stop.clone()));
+    }
+    if let Some((socket, config)) = spec.quic {
+        socket.set_nonblocking(true)?;
+        let local = socket.local_addr()?;
+        let socket = Rc::new(monoio::net::udp::UdpSocket::from_std(socket)?);
+        *ctx.quic.borrow_mut() = Some(QuicEndpoint::new(config, local));
+        monoio::spawn(quic_recv_loop(ctx.clone(), socket.clone(), stop.clone()));
+        monoio::spawn(quic_tick_loop(ctx.clone(), socket, stop.clone()));
     }
     monoio::spawn(ring_loop(ctx.clone()));
     monoio::spawn(backpressure_loop(ctx.clone()));
@@ -678,6 +707,98 @@ async fn write_loop<W: AsyncWriteRent>(ctx: Rc<Ctx>, key: Key, io: Rc<ConnIo>, m
     let _ = w.shutdown().await;
     io.close();
     ctx.task_finished(key, &io);
+}
+
+/// Receives QUIC datagrams and hands them to the endpoint.
+async fn quic_recv_loop(
+    ctx: Rc<Ctx>,
+    socket: Rc<monoio::net::udp::UdpSocket>,
+    stop: Rc<Cell<bool>>,
+) {
+    let mut buf = BytesMut::with_capacity(65536);
+    loop {
+        buf.clear();
+        buf.reserve(65536);
+        let (res, b) = socket.recv_from(buf).await;
+        buf = b;
+        if stop.get() {
+            return;
+        }
+        match res {
+            Ok((n, from)) => {
+                let data = buf.split_to(n);
+                if let Some(q) = ctx.quic.borrow_mut().as_mut() {
+                    q.handle_datagram(Instant::now(), from, data);
+                }
+                quic_process(&ctx, &socket).await;
+            }
+            Err(e) => {
+                log_warn(&format!("QUIC socket: {e}"));
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Fires the QUIC connections' timers, and moves the core's output to their streams when it
+/// has some.
+async fn quic_tick_loop(
+    ctx: Rc<Ctx>,
+    socket: Rc<monoio::net::udp::UdpSocket>,
+    stop: Rc<Cell<bool>>,
+) {
+    loop {
+        let deadline = ctx
+            .quic
+            .borrow_mut()
+            .as_mut()
+            .and_then(QuicEndpoint::poll_timeout);
+        let wait = deadline.map_or(Duration::from_millis(100), |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        monoio::select! {
+            _ = monoio::time::sleep(wait) => {},
+            _ = ctx.quic_wake.notified() => {},
+        }
+        if stop.get() {
+            return;
+        }
+        if let Some(q) = ctx.quic.borrow_mut().as_mut() {
+            q.handle_timeout(Instant::now());
+        }
+        quic_process(&ctx, &socket).await;
+    }
+}
+
+/// Pumps the QUIC endpoint with the shard, reports ended connections, sends the datagrams.
+async fn quic_process(ctx: &Rc<Ctx>, socket: &monoio::net::udp::UdpSocket) {
+    let now = Instant::now();
+    let ended = {
+        let mut quic = ctx.quic.borrow_mut();
+        let Some(q) = quic.as_mut() else {
+            return;
+        };
+        let mut shard = ctx.shard.borrow_mut();
+        q.pump(now, &mut shard)
+    };
+    for key in ended {
+        ctx.shard.borrow_mut().handle_closed(now, key);
+    }
+    ctx.pump();
+    loop {
+        let next = ctx
+            .quic
+            .borrow_mut()
+            .as_mut()
+            .and_then(QuicEndpoint::poll_transmit);
+        let Some((dest, data)) = next else {
+            break;
+        };
+        let (res, _) = socket.send_to(data, dest).await;
+        if let Err(e) = res {
+            log_warn(&format!("QUIC send to {dest}: {e}"));
+        }
+    }
 }
 
 /// Reads once from `r` into the spare capacity of `buf` (at least `want` bytes of it), after

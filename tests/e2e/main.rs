@@ -25,6 +25,7 @@ mod keepalive;
 mod load;
 mod malformed;
 mod mosquitto;
+mod quic;
 mod retained;
 mod rewrite;
 mod shared;

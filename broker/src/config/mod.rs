@@ -156,6 +156,30 @@ pub struct Listeners {
     pub ws: WsListeners,
     /// `listeners.wss.*`: MQTT over WebSocket over TLS.
     pub wss: WssListeners,
+    /// `listeners.quic.default.*`: MQTT over QUIC.
+    pub quic: QuicListener,
+}
+
+/// `listeners.quic.default.*`, with EMQX's names.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct QuicListener {
+    /// `bind`.
+    pub bind: SocketAddr,
+    /// `enable`.
+    pub enable: bool,
+    /// `idle_timeout`.
+    pub idle_timeout: Duration,
+    /// `keep_alive_interval`.
+    pub keep_alive_interval: Duration,
+    /// `peer_bidi_stream_count`.
+    pub peer_bidi_stream_count: u32,
+    /// `peer_unidi_stream_count`.
+    pub peer_unidi_stream_count: u32,
+    /// `ssl_options.certfile`: empty is a generated self-signed certificate.
+    pub certfile: PathBuf,
+    /// `ssl_options.keyfile`.
+    pub keyfile: PathBuf,
 }
 
 /// `listeners.ws.*`; `default` for now.
@@ -482,6 +506,18 @@ impl Config {
                         max_connections: v.get("listeners.ws.default.max_connections")?,
                         websocket: websocket_options(&v, "listeners.ws.default")?,
                     },
+                },
+                quic: QuicListener {
+                    bind: v.get("listeners.quic.default.bind")?,
+                    enable: v.get("listeners.quic.default.enable")?,
+                    idle_timeout: v.get("listeners.quic.default.idle_timeout")?,
+                    keep_alive_interval: v.get("listeners.quic.default.keep_alive_interval")?,
+                    peer_bidi_stream_count: v
+                        .get("listeners.quic.default.peer_bidi_stream_count")?,
+                    peer_unidi_stream_count: v
+                        .get("listeners.quic.default.peer_unidi_stream_count")?,
+                    certfile: v.get("listeners.quic.default.ssl_options.certfile")?,
+                    keyfile: v.get("listeners.quic.default.ssl_options.keyfile")?,
                 },
                 wss: WssListeners {
                     default: WssListener {

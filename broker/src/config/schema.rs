@@ -334,6 +334,60 @@ const WSS_LISTENER: [Key; 3] = listener_keys!(
 const WSS_SSL_OPTIONS: [Key; 15] = ssl_option_keys!("listeners.wss.default");
 const WSS_OPTIONS: [Key; 6] = websocket_keys!("listeners.wss.default");
 
+/// The keys of the QUIC listener.
+const QUIC: &[Key] = &[
+    Key {
+        path: "listeners.quic.default.bind",
+        kind: Kind::Addr,
+        default: "0.0.0.0:14567",
+        doc: "UDP address the MQTT over QUIC listener binds on every shard (SO_REUSEPORT).",
+    },
+    Key {
+        path: "listeners.quic.default.enable",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "Start the MQTT over QUIC listener (ALPN mqtt, single-stream mode).",
+    },
+    Key {
+        path: "listeners.quic.default.idle_timeout",
+        kind: duration(Duration::from_secs(1), Duration::from_secs(600)),
+        default: "15s",
+        doc: "A QUIC connection silent this long is closed.",
+    },
+    Key {
+        path: "listeners.quic.default.keep_alive_interval",
+        kind: ANY_DURATION,
+        default: "0s",
+        doc: "Send QUIC PINGs this often to keep idle connections (and NAT bindings) alive; 0s \
+              is off.",
+    },
+    Key {
+        path: "listeners.quic.default.peer_bidi_stream_count",
+        kind: int(1, 1000),
+        default: "10",
+        doc: "Bidirectional streams a client may open.",
+    },
+    Key {
+        path: "listeners.quic.default.peer_unidi_stream_count",
+        kind: int(0, 1000),
+        default: "1",
+        doc: "Unidirectional streams a client may open.",
+    },
+    Key {
+        path: "listeners.quic.default.ssl_options.certfile",
+        kind: Kind::OptPath,
+        default: "",
+        doc: "PEM certificate chain for QUIC; \"\" generates a self-signed one into \
+              node.data_dir (its path is logged).",
+    },
+    Key {
+        path: "listeners.quic.default.ssl_options.keyfile",
+        kind: Kind::OptPath,
+        default: "",
+        doc: "PEM private key of the QUIC certificate.",
+    },
+];
+
 /// The keys before the generated listener groups: top-level keys, then the TCP listener.
 const HEAD: &[Key] = &[
     // --- top level (before any table, as TOML requires) ----------------------------------------
@@ -698,6 +752,7 @@ pub static KEYS: LazyLock<Vec<Key>> = LazyLock::new(|| {
         &WSS_LISTENER,
         &WSS_SSL_OPTIONS,
         &WSS_OPTIONS,
+        QUIC,
     ] {
         keys.extend_from_slice(group);
     }

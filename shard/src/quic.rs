@@ -1,0 +1,315 @@
+//! MQTT over QUIC, sans-IO: one `quinn_proto::Endpoint` per shard and its connections, between
+//! the shard's UDP socket and the session core. Single-stream mode: the first bidirectional
+//! stream a client opens carries every MQTT packet, exactly like a TCP connection; the session
+//! core sees it as one more connection.
+//!
+//! The driver feeds datagrams in ([`QuicEndpoint::handle_datagram`]), calls
+//! [`QuicEndpoint::handle_timeout`] when [`QuicEndpoint::poll_timeout`] says, moves MQTT bytes
+//! both ways with [`QuicEndpoint::pump`], and sends what [`QuicEndpoint::poll_transmit`]
+//! returns.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{
+    ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig, Event, ServerConfig,
+    StreamEvent, StreamId, VarInt,
+};
+
+use crate::core::{Read, Shard};
+use crate::slab::Key;
+
+/// QUIC settings of a listener (`listeners.quic.*`, EMQX's names where they exist).
+#[derive(Debug, Clone)]
+pub struct QuicOptions {
+    /// `idle_timeout`: a connection silent this long is closed.
+    pub idle_timeout: Duration,
+    /// `keep_alive_interval`: PINGs this often keep the connection (and NAT bindings) alive;
+    /// zero is off.
+    pub keep_alive_interval: Duration,
+    /// `peer_bidi_stream_count`: bidirectional streams a client may open.
+    pub peer_bidi_stream_count: u32,
+    /// `peer_unidi_stream_count`: unidirectional streams a client may open.
+    pub peer_unidi_stream_count: u32,
+}
+
+/// The rustls configuration for QUIC (TLS 1.3, ALPN `mqtt`) and the options, as quinn-proto
+/// wants them.
+pub fn server_config(
+    tls: Arc<rustls::ServerConfig>,
+    o: &QuicOptions,
+) -> Result<Arc<ServerConfig>, String> {
+    let crypto = quinn_proto::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| format!("QUIC needs TLS 1.3 with AES-128-GCM: {e}"))?;
+    let mut config = ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn_proto::TransportConfig::default();
+    transport
+        .max_idle_timeout(o.idle_timeout.try_into().ok())
+        .keep_alive_interval((!o.keep_alive_interval.is_zero()).then_some(o.keep_alive_interval))
+        .max_concurrent_bidi_streams(VarInt::from_u32(o.peer_bidi_stream_count))
+        .max_concurrent_uni_streams(VarInt::from_u32(o.peer_unidi_stream_count));
+    config.transport_config(Arc::new(transport));
+    Ok(Arc::new(config))
+}
+
+/// One QUIC connection and the session-core connection its MQTT stream feeds.
+struct QuicConn {
+    conn: quinn_proto::Connection,
+    /// The session-core connection, once the client opened its MQTT stream.
+    key: Option<Key>,
+    /// The MQTT stream (single-stream mode).
+    stream: Option<StreamId>,
+    /// MQTT bytes received, not yet decoded.
+    inbox: BytesMut,
+    /// MQTT bytes the core wrote that the stream has not taken yet.
+    outbox: VecDeque<Bytes>,
+    /// The core closed the connection.
+    closing: bool,
+}
+
+/// A shard's QUIC endpoint and connections.
+pub struct QuicEndpoint {
+    endpoint: Endpoint,
+    conns: HashMap<ConnectionHandle, QuicConn>,
+    by_key: HashMap<Key, ConnectionHandle>,
+    local: SocketAddr,
+    /// Datagrams to send, with their destination.
+    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    scratch: Vec<Bytes>,
+}
+
+impl std::fmt::Debug for QuicEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicEndpoint")
+            .field("connections", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most datagrams built per connection per pump.
+const MAX_TRANSMITS: usize = 64;
+
+impl QuicEndpoint {
+    /// An endpoint accepting connections with `config`, on the socket bound to `local`.
+    pub fn new(config: Arc<ServerConfig>, local: SocketAddr) -> Self {
+        Self {
+            endpoint: Endpoint::new(
+                Arc::new(EndpointConfig::default()),
+                Some(config),
+                true,
+                None,
+            ),
+            conns: HashMap::new(),
+            by_key: HashMap::new(),
+            local,
+            transmits: VecDeque::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Open QUIC connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether `key` is one of this endpoint's connections.
+    pub fn owns(&self, key: Key) -> bool {
+        self.by_key.contains_key(&key)
+    }
+
+    /// A datagram from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: BytesMut) {
+        let mut buf = Vec::new();
+        let local_ip = Some(self.local.ip()).filter(|ip| !ip.is_unspecified());
+        match self
+            .endpoint
+            .handle(now, from, local_ip, None, data, &mut buf)
+        {
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                let mut out = Vec::new();
+                match self.endpoint.accept(incoming, now, &mut out, None) {
+                    Ok((ch, conn)) => {
+                        self.conns.insert(
+                            ch,
+                            QuicConn {
+                                conn,
+                                key: None,
+                                stream: None,
+                                inbox: BytesMut::new(),
+                                outbox: VecDeque::new(),
+                                closing: false,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        if let Some(t) = e.response {
+                            out.truncate(t.size);
+                            self.transmits.push_back((t.destination, out));
+                        }
+                    }
+                }
+            }
+            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                if let Some(c) = self.conns.get_mut(&ch) {
+                    c.conn.handle_event(event);
+                }
+            }
+            Some(DatagramEvent::Response(t)) => {
+                buf.truncate(t.size);
+                self.transmits.push_back((t.destination, buf));
+            }
+            None => {}
+        }
+    }
+
+    /// The earliest timer of any connection.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.conns
+            .values_mut()
+            .filter_map(|c| c.conn.poll_timeout())
+            .min()
+    }
+
+    /// Fires the timers that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for c in self.conns.values_mut() {
+            if c.conn.poll_timeout().is_some_and(|t| t <= now) {
+                c.conn.handle_timeout(now);
+            }
+        }
+    }
+
+    /// The core closed `key`: close its QUIC connection once its output is sent.
+    pub fn close(&mut self, key: Key) {
+        if let Some(c) = self.by_key.get(&key).and_then(|ch| self.conns.get_mut(ch)) {
+            c.closing = true;
+        }
+    }
+
+    /// Moves bytes between the connections' streams and `shard`, handles connection events,
+    /// and queues the datagrams to send. Returns the core connections that ended.
+    pub fn pump(&mut self, now: Instant, shard: &mut Shard) -> Vec<Key> {
+        let mut ended = Vec::new();
+        let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        for ch in handles {
+            let Some(c) = self.conns.get_mut(&ch) else {
+                continue;
+            };
+            // Endpoint bookkeeping (connection ids, retirement).
+            while let Some(ev) = c.conn.poll_endpoint_events() {
+                if let Some(back) = self.endpoint.handle_event(ch, ev) {
+                    c.conn.handle_event(back);
+                }
+            }
+            let mut lost = false;
+            while let Some(ev) = c.conn.poll() {
+                match ev {
+                    Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
+                        while let Some(id) = c.conn.streams().accept(Dir::Bi) {
+                            if c.stream.is_none() {
+                                c.stream = Some(id);
+                                let peer = c.conn.remote_address();
+                                let key = shard.handle_accept(now, peer);
+                                c.key = Some(key);
+                                self.by_key.insert(key, ch);
+                            } else {
+                                // Single-stream mode: further streams are refused.
+                                let _ = c.conn.recv_stream(id).stop(VarInt::from_u32(0));
+                            }
+                        }
+                    }
+                    Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => {
+                        while let Some(id) = c.conn.streams().accept(Dir::Uni) {
+                            let _ = c.conn.recv_stream(id).stop(VarInt::from_u32(0));
+                        }
+                    }
+                    Event::ConnectionLost { .. } => lost = true,
+                    _ => {}
+                }
+            }
+            // Stream → core.
+            let mut finished = false;
+            if let (Some(id), Some(key)) = (c.stream, c.key) {
+                if let Ok(mut chunks) = c.conn.recv_stream(id).read(true) {
+                    loop {
+                        match chunks.next(usize::MAX) {
+                            Ok(Some(chunk)) => c.inbox.extend_from_slice(&chunk.bytes),
+                            Ok(None) => {
+                                finished = true;
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let _ = chunks.finalize();
+                }
+                if !c.inbox.is_empty() {
+                    // Bounded per pump: the core handles at most its per-read budget.
+                    let _: Read = shard.handle_read(now, key, &mut c.inbox);
+                }
+                // Core → stream.
+                self.scratch.clear();
+                shard.take_output(key, &mut self.scratch);
+                c.outbox.extend(self.scratch.drain(..));
+                while let Some(front) = c.outbox.front_mut() {
+                    match c.conn.send_stream(id).write(front) {
+                        Ok(n) if n == front.len() => {
+                            c.outbox.pop_front();
+                        }
+                        Ok(n) => {
+                            bytes::Buf::advance(front, n);
+                            break;
+                        }
+                        Err(_) => {
+                            c.outbox.clear();
+                            break;
+                        }
+                    }
+                }
+                if c.closing && c.outbox.is_empty() {
+                    let _ = c.conn.send_stream(id).finish();
+                    c.conn.close(now, VarInt::from_u32(0), Bytes::new());
+                    c.closing = false;
+                }
+            }
+            if (lost || finished) && c.key.is_some() {
+                if let Some(key) = c.key.take() {
+                    self.by_key.remove(&key);
+                    ended.push(key);
+                }
+            }
+            // Datagrams.
+            let mut n = 0;
+            loop {
+                let mut buf = Vec::new();
+                match c.conn.poll_transmit(now, 1, &mut buf) {
+                    Some(t) => {
+                        buf.truncate(t.size);
+                        self.transmits.push_back((t.destination, buf));
+                        n += 1;
+                        if n >= MAX_TRANSMITS {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+            if c.conn.is_drained() {
+                if let Some(key) = c.key.take() {
+                    self.by_key.remove(&key);
+                    ended.push(key);
+                }
+                self.conns.remove(&ch);
+            }
+        }
+        ended
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.transmits.pop_front()
+    }
+}
