@@ -118,6 +118,7 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
     let n = spec.cores.max(1);
     let shards = u16::try_from(n).map_err(|_| io::Error::other("too many shards"))?;
     let mut quic_sockets: Vec<Option<std::net::UdpSocket>> = (0..n).map(|_| None).collect();
+    let cid_key = random_u64();
     let mut quic_addr = None;
     if let Some((bind, _)) = &spec.quic {
         let sockets = bind_udp_reuseport(*bind, n).map_err(|e| {
@@ -159,7 +160,9 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
         .zip(quic_sockets)
         .enumerate()
     {
-        let quic = quic_socket.zip(spec.quic.as_ref().map(|q| q.1.clone()));
+        let quic = quic_socket
+            .zip(spec.quic.as_ref().map(|q| q.1.clone()))
+            .map(|(socket, config)| (socket, config, cid_key));
         let shard_spec = ShardSpec {
             id: id as u16,
             shards,
@@ -420,6 +423,18 @@ fn quic_config(config: &crate::config::Config) -> Result<Arc<quinn_proto::Server
     shard::quic::server_config(Arc::new(tls), &options).map_err(|e| format!("{key}: {e}"))
 }
 
+/// 64 random bits from the kernel (the QUIC connection-id key); the clock if that fails.
+fn random_u64() -> u64 {
+    use std::io::Read as _;
+    let mut b = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    }
+}
+
 /// Binds the UDP `addr` `n` times with `SO_REUSEPORT` (port 0: the first socket's port).
 fn bind_udp_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::UdpSocket>> {
     fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
@@ -588,13 +603,14 @@ pub fn serve(config: &crate::config::Config, cores: usize) -> std::process::Exit
                 let st = &s.stats;
                 log::info!(
                     "shard {} stopped: connections accepted {} established {}, messages \
-                     received {} sent {} forwarded {}",
+                     received {} sent {} forwarded {}, quic datagrams handed over {}",
                     s.id,
                     st.connections_accepted,
                     st.connections_established,
                     st.messages_received,
                     st.messages_sent,
-                    st.messages_forwarded
+                    st.messages_forwarded,
+                    st.quic_datagrams_forwarded
                 );
             }
             log::info!("shut down");

@@ -76,6 +76,10 @@ pub enum ShardMsg {
     Sys(Box<SysSnapshot>),
     /// Exclusive subscriptions: the lock of a filter lives on the shard that owns it.
     Exclusive(Box<ExclusiveMsg>),
+    /// A QUIC datagram that reached the receiving shard's socket for a connection another
+    /// shard owns (the client's address changed and the kernel chose another socket): for the
+    /// driver, not the session core.
+    QuicDatagram(Box<(std::net::SocketAddr, BytesMut)>),
 }
 
 /// EMQX's exclusive subscriptions (`$exclusive/{filter}`): one subscriber at a time over the
@@ -754,6 +758,11 @@ impl Shard {
         self.stats.connections_accepted += 1;
         self.arm(now + self.settings.idle_timeout, Timer::ConnectTimeout(key));
         key
+    }
+
+    /// A QUIC datagram was handed to the shard that owns its connection.
+    pub fn note_quic_forwarded(&mut self) {
+        self.stats.quic_datagrams_forwarded += 1;
     }
 
     /// The client certificate the TLS handshake of `conn` verified.
@@ -2977,6 +2986,8 @@ impl Shard {
                     *slot = *snap;
                 }
             }
+            // The driver takes these before they reach the core.
+            ShardMsg::QuicDatagram(_) => {}
         }
     }
 

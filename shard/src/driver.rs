@@ -189,9 +189,9 @@ pub struct ShardSpec {
     pub settings: Settings,
     /// The listeners (each socket bound with `SO_REUSEPORT` on every shard).
     pub listeners: Vec<ListenerSpec>,
-    /// MQTT over QUIC: this shard's UDP socket (bound with `SO_REUSEPORT`) and the QUIC
-    /// server configuration.
-    pub quic: Option<(std::net::UdpSocket, Arc<quinn_proto::ServerConfig>)>,
+    /// MQTT over QUIC: this shard's UDP socket (bound with `SO_REUSEPORT`), the QUIC server
+    /// configuration, and the process-wide key of the connection IDs (the same on every shard).
+    pub quic: Option<(std::net::UdpSocket, Arc<quinn_proto::ServerConfig>, u64)>,
     /// I/O driver.
     pub driver: DriverKind,
     /// Ring messages handled per batch before other tasks run.
@@ -327,6 +327,8 @@ struct Ctx {
     quic: RefCell<Option<QuicEndpoint>>,
     /// Woken when the core has output for a QUIC connection.
     quic_wake: Notify,
+    /// (this shard, shards, connection id key): to find a QUIC datagram's owner shard.
+    quic_route: Cell<Option<(u16, u16, u64)>>,
     /// Woken when messages refused by a full ring have been sent.
     unblocked: Notify,
     /// Woken when a message was refused by a full ring.
@@ -410,6 +412,7 @@ async fn serve(
         per_listener: RefCell::new(Vec::new()),
         quic: RefCell::new(None),
         quic_wake: Notify::default(),
+        quic_route: Cell::new(None),
         unblocked: Notify::default(),
         blocked: Notify::default(),
         ring_batch: spec.ring_batch.max(1),
@@ -432,11 +435,12 @@ async fn serve(
         };
         monoio::spawn(accept_loop(ctx.clone(), listener, accept, stop.clone()));
     }
-    if let Some((socket, config)) = spec.quic {
+    if let Some((socket, config, cid_key)) = spec.quic {
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
         let socket = Rc::new(monoio::net::udp::UdpSocket::from_std(socket)?);
-        *ctx.quic.borrow_mut() = Some(QuicEndpoint::new(config, local));
+        *ctx.quic.borrow_mut() = Some(QuicEndpoint::new(config, local, spec.id, cid_key));
+        ctx.quic_route.set(Some((spec.id, spec.shards, cid_key)));
         monoio::spawn(quic_recv_loop(ctx.clone(), socket.clone(), stop.clone()));
         monoio::spawn(quic_tick_loop(ctx.clone(), socket, stop.clone()));
     }
@@ -727,6 +731,19 @@ async fn quic_recv_loop(
         match res {
             Ok((n, from)) => {
                 let data = buf.split_to(n);
+                // A connection another shard owns (its client's address changed and the kernel
+                // picked this socket): hand the datagram to the owner over the ring.
+                if let Some((me, shards, key)) = ctx.quic_route.get()
+                    && let Some(owner) = crate::quic::owner_of(&data, key, shards)
+                    && owner != me
+                {
+                    let mut shard = ctx.shard.borrow_mut();
+                    shard.note_quic_forwarded();
+                    shard.requeue_outgoing(owner, ShardMsg::QuicDatagram(Box::new((from, data))));
+                    drop(shard);
+                    ctx.pump();
+                    continue;
+                }
                 if let Some(q) = ctx.quic.borrow_mut().as_mut() {
                     q.handle_datagram(Instant::now(), from, data);
                 }
@@ -830,10 +847,23 @@ async fn ring_loop(ctx: Rc<Ctx>) {
             .borrow_mut()
             .recv_batch(ctx.ring_batch, |from, msg| batch.push((from, msg)));
         let now = Instant::now();
+        let mut quic_in = false;
         for (from, msg) in batch.drain(..) {
+            if let ShardMsg::QuicDatagram(d) = msg {
+                // A datagram for one of this shard's QUIC connections, from another socket.
+                let (addr, data) = *d;
+                if let Some(q) = ctx.quic.borrow_mut().as_mut() {
+                    q.handle_datagram(now, addr, data);
+                    quic_in = true;
+                }
+                continue;
+            }
             ctx.shard
                 .borrow_mut()
                 .handle_message(now, from as ShardId, msg);
+        }
+        if quic_in {
+            ctx.quic_wake.notify();
         }
         ctx.pump();
         YieldNow(false).await;

@@ -55,6 +55,87 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// Length of the connection IDs this broker issues.
+pub const CID_LEN: usize = 8;
+
+/// Connection IDs that name the shard owning the connection without revealing it: 7 random
+/// bytes, then the shard id XOR a keyed hash of those bytes. Every shard of the process shares
+/// the key, so any shard finds the owner of a short-header packet ([`owner_of`]); an observer
+/// without the key sees 8 random-looking bytes.
+#[derive(Debug)]
+pub struct ShardCids {
+    shard: u16,
+    key: u64,
+    rng: u64,
+}
+
+impl ShardCids {
+    /// The generator of `shard`, with the process-wide `key`.
+    pub fn new(shard: u16, key: u64) -> Self {
+        let seed = key ^ u64::from(shard).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ clock_seed();
+        Self {
+            shard,
+            key,
+            rng: seed | 1,
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The keyed hash of a connection ID's random part.
+fn mask(key: u64, random: &[u8]) -> u8 {
+    let mut h = key ^ 0xcbf2_9ce4_8422_2325;
+    for b in random {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 29;
+    (h.wrapping_mul(0xbf58_476d_1ce4_e5b9) >> 56) as u8
+}
+
+impl quinn_proto::ConnectionIdGenerator for ShardCids {
+    fn generate_cid(&mut self) -> quinn_proto::ConnectionId {
+        let mut bytes = [0u8; CID_LEN];
+        bytes[..7].copy_from_slice(&self.next().to_le_bytes()[..7]);
+        bytes[7] = (self.shard as u8) ^ mask(self.key, &bytes[..7]);
+        quinn_proto::ConnectionId::new(&bytes)
+    }
+
+    fn cid_len(&self) -> usize {
+        CID_LEN
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// The shard that owns the connection a datagram belongs to, when it can tell: a short-header
+/// packet carries one of our connection IDs. Long-header packets (a new connection's Initial,
+/// its Handshake) belong to the shard the kernel chose for the 4-tuple: `None`.
+pub fn owner_of(datagram: &[u8], key: u64, shards: u16) -> Option<u16> {
+    let first = *datagram.first()?;
+    if first & 0x80 != 0 {
+        return None;
+    }
+    let cid = datagram.get(1..1 + CID_LEN)?;
+    let shard = u16::from(cid[7] ^ mask(key, &cid[..7]));
+    (shard < shards).then_some(shard)
+}
+
 /// One QUIC connection and the session-core connection its MQTT stream feeds.
 struct QuicConn {
     conn: quinn_proto::Connection,
@@ -93,15 +174,13 @@ impl std::fmt::Debug for QuicEndpoint {
 const MAX_TRANSMITS: usize = 64;
 
 impl QuicEndpoint {
-    /// An endpoint accepting connections with `config`, on the socket bound to `local`.
-    pub fn new(config: Arc<ServerConfig>, local: SocketAddr) -> Self {
+    /// The endpoint of shard `shard` accepting connections with `config`, on the socket bound
+    /// to `local`; `cid_key` is the process-wide key of [`ShardCids`].
+    pub fn new(config: Arc<ServerConfig>, local: SocketAddr, shard: u16, cid_key: u64) -> Self {
+        let mut endpoint_config = EndpointConfig::default();
+        endpoint_config.cid_generator(move || Box::new(ShardCids::new(shard, cid_key)));
         Self {
-            endpoint: Endpoint::new(
-                Arc::new(EndpointConfig::default()),
-                Some(config),
-                true,
-                None,
-            ),
+            endpoint: Endpoint::new(Arc::new(endpoint_config), Some(config), true, None),
             conns: HashMap::new(),
             by_key: HashMap::new(),
             local,
@@ -311,5 +390,37 @@ impl QuicEndpoint {
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
         self.transmits.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quinn_proto::ConnectionIdGenerator as _;
+
+    use super::*;
+
+    #[test]
+    fn connection_ids_name_their_shard_to_the_key_holder_only() {
+        let key = 0x1234_5678_9abc_def0;
+        for shard in 0..4u16 {
+            let mut g = ShardCids::new(shard, key);
+            for _ in 0..200 {
+                let cid = g.generate_cid();
+                let mut short = vec![0x40];
+                short.extend_from_slice(&cid[..]);
+                short.extend_from_slice(&[0; 20]);
+                assert_eq!(owner_of(&short, key, 4), Some(shard));
+            }
+        }
+        // The last byte alone says nothing: across many ids of one shard it takes many values.
+        let mut g = ShardCids::new(1, key);
+        let last: std::collections::HashSet<u8> = (0..500).map(|_| g.generate_cid()[7]).collect();
+        assert!(last.len() > 100, "{}", last.len());
+        // Long headers (Initial, Handshake) stay where the kernel put them.
+        assert_eq!(
+            owner_of(&[0xc0, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8], key, 4),
+            None
+        );
+        assert_eq!(owner_of(&[0x40, 1, 2], key, 4), None, "too short");
     }
 }

@@ -16,6 +16,8 @@ pub struct Stats {
     /// TLS or WebSocket sessions that failed (bad record or frame, certificate refused, a
     /// refused upgrade, ...).
     pub tls_failures: u64,
+    /// QUIC datagrams handed over the rings to the shard owning their connection.
+    pub quic_datagrams_forwarded: u64,
     /// Established connections that ended.
     pub connections_closed: u64,
     /// No CONNECT within `mqtt.idle_timeout`.

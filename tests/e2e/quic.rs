@@ -2,10 +2,11 @@
 //! ALPN `mqtt`, single-stream mode, the broker's generated self-signed certificate, a message
 //! to a mosquitto_sub on TCP, and garbage datagrams that disturb nobody.
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::{Broker, Proc, mosquitto, python_run, unique};
+use crate::harness::{Broker, Proc, mosquitto, python, python_run, unique};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -70,4 +71,127 @@ fn aioquic_connects_subscribes_and_publishes_over_one_stream() {
     // And a second QUIC client after it all.
     let again = aioquic_round_trip(port);
     assert_eq!(again.as_array().map(Vec::len), Some(5), "{again}");
+}
+
+/// A UDP relay standing in for a NAT between the QUIC client and the broker: it forwards both
+/// ways, and `rebind` moves its broker-side socket to a new port, as a NAT rebinding does.
+struct Relay {
+    /// The client-side socket (the client's server address).
+    down: Arc<UdpSocket>,
+    state: Arc<Mutex<RelayState>>,
+}
+
+struct RelayState {
+    client: Option<SocketAddr>,
+    upstream: Arc<UdpSocket>,
+    generation: u64,
+}
+
+impl Relay {
+    fn start(broker: SocketAddr) -> Self {
+        let down = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let state = Arc::new(Mutex::new(RelayState {
+            client: None,
+            upstream: Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap()),
+            generation: 0,
+        }));
+        // Client → broker, through the current upstream socket.
+        let (st, d) = (state.clone(), down.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok((n, from)) = d.recv_from(&mut buf) {
+                let up = {
+                    let mut g = st.lock().unwrap();
+                    g.client = Some(from);
+                    g.upstream.clone()
+                };
+                let _ = up.send_to(&buf[..n], broker);
+            }
+        });
+        let relay = Self { down, state };
+        relay.spawn_upstream_reader(0);
+        relay
+    }
+
+    fn port(&self) -> u16 {
+        self.down.local_addr().unwrap().port()
+    }
+
+    /// Broker → client, from the upstream socket of `generation` until it is replaced.
+    fn spawn_upstream_reader(&self, generation: u64) {
+        let (st, down) = (self.state.clone(), self.down.clone());
+        let up = st.lock().unwrap().upstream.clone();
+        up.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while st.lock().unwrap().generation == generation {
+                if let Ok((n, _)) = up.recv_from(&mut buf) {
+                    let client = st.lock().unwrap().client;
+                    if let Some(c) = client {
+                        let _ = down.send_to(&buf[..n], c);
+                    }
+                }
+            }
+        });
+    }
+
+    /// A new broker-side port: the broker sees the client at a new address.
+    fn rebind(&self) {
+        let generation = {
+            let mut g = self.state.lock().unwrap();
+            g.upstream = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+            g.generation += 1;
+            g.generation
+        };
+        self.spawn_upstream_reader(generation);
+    }
+}
+
+#[test]
+fn a_client_whose_address_changes_keeps_its_session_across_shards() {
+    let (broker, port) = quic_broker();
+    let relay = Relay::start(SocketAddr::from(([127, 0, 0, 1], port)));
+    let rounds = 12;
+    let mut sub = python(
+        "quic_sub.py",
+        &[relay.port().to_string(), unique("mig"), rounds.to_string()],
+    );
+    sub.wait_phase("subscribed", TIMEOUT);
+    for round in 0..rounds {
+        if round > 0 {
+            relay.rebind();
+        }
+        let mut cmd = mosquitto("mosquitto_pub");
+        cmd.args(["-h", "127.0.0.1", "-p", &broker.port()]).args([
+            "-i",
+            &unique("mpub"),
+            "-t",
+            &format!("m/{round}"),
+            "-m",
+            "x",
+        ]);
+        assert!(
+            Proc::spawn("mosquitto_pub", cmd)
+                .unwrap()
+                .finish(TIMEOUT)
+                .status
+                .success()
+        );
+        let got = sub.wait_phase("got", TIMEOUT);
+        assert_eq!(got["topic"], format!("m/{round}"), "round {round}");
+    }
+    let stopped = broker.stop();
+    let handed: u64 = stopped
+        .log
+        .lines()
+        .filter_map(|l| l.split("quic datagrams handed over ").nth(1))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .sum();
+    assert!(
+        handed > 0,
+        "with {rounds} address changes on 2 shards, some datagrams should reach the other \
+         shard's socket and be handed over:\n{}",
+        stopped.log
+    );
 }

@@ -65,4 +65,5 @@ async def main():
     print(json.dumps({"ok": True, "got": got}), flush=True)
 
 
-asyncio.run(main())
+if __name__ == "__main__":
+    asyncio.run(main())
