@@ -312,18 +312,24 @@ impl QuicEndpoint {
             // Stream → core.
             let mut finished = false;
             if let (Some(id), Some(key)) = (c.stream, c.key) {
-                if let Ok(mut chunks) = c.conn.recv_stream(id).read(true) {
-                    loop {
-                        match chunks.next(usize::MAX) {
-                            Ok(Some(chunk)) => c.inbox.extend_from_slice(&chunk.bytes),
-                            Ok(None) => {
-                                finished = true;
-                                break;
+                match c.conn.recv_stream(id).read(true) {
+                    Ok(mut chunks) => {
+                        loop {
+                            match chunks.next(usize::MAX) {
+                                Ok(Some(chunk)) => c.inbox.extend_from_slice(&chunk.bytes),
+                                // The client finished or reset its MQTT stream: the MQTT
+                                // connection ends as if the socket closed (a will is due).
+                                Ok(None) | Err(quinn_proto::ReadError::Reset(_)) => {
+                                    finished = true;
+                                    break;
+                                }
+                                Err(quinn_proto::ReadError::Blocked) => break,
                             }
-                            Err(_) => break,
                         }
+                        let _ = chunks.finalize();
                     }
-                    let _ = chunks.finalize();
+                    Err(quinn_proto::ReadableError::ClosedStream) => finished = true,
+                    Err(_) => {}
                 }
                 if !c.inbox.is_empty() {
                     // Bounded per pump: the core handles at most its per-read budget.
@@ -358,6 +364,14 @@ impl QuicEndpoint {
                 if let Some(key) = c.key.take() {
                     self.by_key.remove(&key);
                     ended.push(key);
+                }
+                if finished && !lost {
+                    // No MQTT without its stream: close the QUIC connection too.
+                    c.conn.close(
+                        now,
+                        VarInt::from_u32(0),
+                        Bytes::from_static(b"stream ended"),
+                    );
                 }
             }
             // Datagrams.
