@@ -195,3 +195,27 @@ fn a_client_whose_address_changes_keeps_its_session_across_shards() {
         stopped.log
     );
 }
+
+#[test]
+fn a_reset_stream_and_extra_streams_are_handled_without_disturbing_others() {
+    let (_broker, port) = quic_broker();
+    let reset = python_run(
+        "quic_bad.py",
+        &[port.to_string(), "reset".to_owned()],
+        TIMEOUT,
+    );
+    assert_eq!(reset["closed"], true, "{reset}");
+    assert_eq!(reset["reason"], "stream ended", "{reset}");
+    let streams = python_run(
+        "quic_bad.py",
+        &[port.to_string(), "streams".to_owned()],
+        TIMEOUT,
+    );
+    assert_eq!(
+        streams["ok"], true,
+        "MQTT goes on on the first stream: {streams}"
+    );
+    // And a well-behaved client afterwards.
+    let got = aioquic_round_trip(port);
+    assert_eq!(got.as_array().map(Vec::len), Some(5), "{got}");
+}
