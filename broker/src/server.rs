@@ -25,8 +25,12 @@ pub struct ServeSpec {
     pub listeners: Vec<ListenerPlan>,
     /// The TLS listeners' certificates, for reloading.
     pub tls: Vec<crate::tls::TlsListener>,
-    /// MQTT over QUIC: where to bind, and the QUIC server configuration.
-    pub quic: Option<(SocketAddr, Arc<quinn_proto::ServerConfig>)>,
+    /// MQTT over QUIC: where to bind, the QUIC server configuration, its options.
+    pub quic: Option<(
+        SocketAddr,
+        Arc<quinn_proto::ServerConfig>,
+        shard::quic::QuicOptions,
+    )>,
     /// I/O driver.
     pub driver: DriverKind,
     /// Slots per cross-shard ring.
@@ -120,7 +124,7 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
     let mut quic_sockets: Vec<Option<std::net::UdpSocket>> = (0..n).map(|_| None).collect();
     let cid_key = random_u64();
     let mut quic_addr = None;
-    if let Some((bind, _)) = &spec.quic {
+    if let Some((bind, _, _)) = &spec.quic {
         let sockets = bind_udp_reuseport(*bind, n).map_err(|e| {
             io::Error::new(e.kind(), format!("listeners.quic.default.bind {bind}: {e}"))
         })?;
@@ -161,8 +165,13 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
         .enumerate()
     {
         let quic = quic_socket
-            .zip(spec.quic.as_ref().map(|q| q.1.clone()))
-            .map(|(socket, config)| (socket, config, cid_key));
+            .zip(spec.quic.as_ref())
+            .map(|(socket, q)| driver::QuicSpec {
+                socket,
+                config: q.1.clone(),
+                options: q.2.clone(),
+                cid_key,
+            });
         let shard_spec = ShardSpec {
             id: id as u16,
             shards,
@@ -345,7 +354,8 @@ impl ServeSpec {
         }
         let q = &config.listeners.quic;
         let quic = if q.enable {
-            Some((q.bind, quic_config(config)?))
+            let (server, options) = quic_config(config)?;
+            Some((q.bind, server, options))
         } else {
             None
         };
@@ -369,7 +379,9 @@ impl ServeSpec {
 
 /// The QUIC server configuration: the configured certificate, or a self-signed one generated
 /// into `node.data_dir` (kept across restarts), TLS 1.3 with ALPN `mqtt`.
-fn quic_config(config: &crate::config::Config) -> Result<Arc<quinn_proto::ServerConfig>, String> {
+fn quic_config(
+    config: &crate::config::Config,
+) -> Result<(Arc<quinn_proto::ServerConfig>, shard::quic::QuicOptions), String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let q = &config.listeners.quic;
@@ -414,13 +426,21 @@ fn quic_config(config: &crate::config::Config) -> Result<Arc<quinn_proto::Server
         .with_single_cert(certs, private)
         .map_err(|e| format!("{key}.certfile {}: {e}", certfile.display()))?;
     tls.alpn_protocols = vec![b"mqtt".to_vec()];
+    if q.enable_0rtt {
+        // QUIC allows 0 or u32::MAX here; resumption tickets come from rustls' session cache.
+        tls.max_early_data_size = u32::MAX;
+    }
     let options = shard::quic::QuicOptions {
         idle_timeout: q.idle_timeout,
         keep_alive_interval: q.keep_alive_interval,
         peer_bidi_stream_count: q.peer_bidi_stream_count,
         peer_unidi_stream_count: q.peer_unidi_stream_count,
+        handshake_idle_timeout: q.handshake_idle_timeout,
+        stateless_retry: q.stateless_retry,
     };
-    shard::quic::server_config(Arc::new(tls), &options).map_err(|e| format!("{key}: {e}"))
+    let server =
+        shard::quic::server_config(Arc::new(tls), &options).map_err(|e| format!("{key}: {e}"))?;
+    Ok((server, options))
 }
 
 /// 64 random bits from the kernel (the QUIC connection-id key); the clock if that fails.

@@ -189,13 +189,25 @@ pub struct ShardSpec {
     pub settings: Settings,
     /// The listeners (each socket bound with `SO_REUSEPORT` on every shard).
     pub listeners: Vec<ListenerSpec>,
-    /// MQTT over QUIC: this shard's UDP socket (bound with `SO_REUSEPORT`), the QUIC server
-    /// configuration, and the process-wide key of the connection IDs (the same on every shard).
-    pub quic: Option<(std::net::UdpSocket, Arc<quinn_proto::ServerConfig>, u64)>,
+    /// MQTT over QUIC, if its listener runs.
+    pub quic: Option<QuicSpec>,
     /// I/O driver.
     pub driver: DriverKind,
     /// Ring messages handled per batch before other tasks run.
     pub ring_batch: usize,
+}
+
+/// A shard's part of the QUIC listener.
+#[derive(Debug)]
+pub struct QuicSpec {
+    /// This shard's UDP socket, bound with `SO_REUSEPORT`.
+    pub socket: std::net::UdpSocket,
+    /// The QUIC server configuration (the same on every shard).
+    pub config: Arc<quinn_proto::ServerConfig>,
+    /// The listener's options.
+    pub options: crate::quic::QuicOptions,
+    /// The process-wide key of the connection IDs (the same on every shard).
+    pub cid_key: u64,
 }
 
 /// What a shard reports once it runs.
@@ -435,12 +447,13 @@ async fn serve(
         };
         monoio::spawn(accept_loop(ctx.clone(), listener, accept, stop.clone()));
     }
-    if let Some((socket, config, cid_key)) = spec.quic {
-        socket.set_nonblocking(true)?;
-        let local = socket.local_addr()?;
-        let socket = Rc::new(monoio::net::udp::UdpSocket::from_std(socket)?);
-        *ctx.quic.borrow_mut() = Some(QuicEndpoint::new(config, local, spec.id, cid_key));
-        ctx.quic_route.set(Some((spec.id, spec.shards, cid_key)));
+    if let Some(q) = spec.quic {
+        q.socket.set_nonblocking(true)?;
+        let local = q.socket.local_addr()?;
+        let socket = Rc::new(monoio::net::udp::UdpSocket::from_std(q.socket)?);
+        let endpoint = QuicEndpoint::new(q.config, &q.options, local, spec.id, q.cid_key);
+        *ctx.quic.borrow_mut() = Some(endpoint);
+        ctx.quic_route.set(Some((spec.id, spec.shards, q.cid_key)));
         monoio::spawn(quic_recv_loop(ctx.clone(), socket.clone(), stop.clone()));
         monoio::spawn(quic_tick_loop(ctx.clone(), socket, stop.clone()));
     }

@@ -34,6 +34,11 @@ pub struct QuicOptions {
     pub peer_bidi_stream_count: u32,
     /// `peer_unidi_stream_count`: unidirectional streams a client may open.
     pub peer_unidi_stream_count: u32,
+    /// `handshake_idle_timeout`: a handshake not complete after this long is abandoned.
+    pub handshake_idle_timeout: Duration,
+    /// Answer a new client's first Initial with a Retry (address validation) before any
+    /// handshake work (`stateless_retry`, ours).
+    pub stateless_retry: bool,
 }
 
 /// The rustls configuration for QUIC (TLS 1.3, ALPN `mqtt`) and the options, as quinn-proto
@@ -139,6 +144,8 @@ pub fn owner_of(datagram: &[u8], key: u64, shards: u16) -> Option<u16> {
 /// One QUIC connection and the session-core connection its MQTT stream feeds.
 struct QuicConn {
     conn: quinn_proto::Connection,
+    /// Until when the handshake may run.
+    handshake_deadline: Instant,
     /// The session-core connection, once the client opened its MQTT stream.
     key: Option<Key>,
     /// The MQTT stream (single-stream mode).
@@ -160,6 +167,8 @@ pub struct QuicEndpoint {
     /// Datagrams to send, with their destination.
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     scratch: Vec<Bytes>,
+    handshake_idle_timeout: Duration,
+    stateless_retry: bool,
 }
 
 impl std::fmt::Debug for QuicEndpoint {
@@ -176,7 +185,13 @@ const MAX_TRANSMITS: usize = 64;
 impl QuicEndpoint {
     /// The endpoint of shard `shard` accepting connections with `config`, on the socket bound
     /// to `local`; `cid_key` is the process-wide key of [`ShardCids`].
-    pub fn new(config: Arc<ServerConfig>, local: SocketAddr, shard: u16, cid_key: u64) -> Self {
+    pub fn new(
+        config: Arc<ServerConfig>,
+        options: &QuicOptions,
+        local: SocketAddr,
+        shard: u16,
+        cid_key: u64,
+    ) -> Self {
         let mut endpoint_config = EndpointConfig::default();
         endpoint_config.cid_generator(move || Box::new(ShardCids::new(shard, cid_key)));
         Self {
@@ -186,6 +201,8 @@ impl QuicEndpoint {
             local,
             transmits: VecDeque::new(),
             scratch: Vec::new(),
+            handshake_idle_timeout: options.handshake_idle_timeout,
+            stateless_retry: options.stateless_retry,
         }
     }
 
@@ -209,12 +226,21 @@ impl QuicEndpoint {
         {
             Some(DatagramEvent::NewConnection(incoming)) => {
                 let mut out = Vec::new();
+                if self.stateless_retry && incoming.may_retry() {
+                    // Address validation first: the client must echo the Retry token.
+                    if let Ok(t) = self.endpoint.retry(incoming, &mut out) {
+                        out.truncate(t.size);
+                        self.transmits.push_back((t.destination, out));
+                    }
+                    return;
+                }
                 match self.endpoint.accept(incoming, now, &mut out, None) {
                     Ok((ch, conn)) => {
                         self.conns.insert(
                             ch,
                             QuicConn {
                                 conn,
+                                handshake_deadline: now + self.handshake_idle_timeout,
                                 key: None,
                                 stream: None,
                                 inbox: BytesMut::new(),
@@ -248,15 +274,28 @@ impl QuicEndpoint {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         self.conns
             .values_mut()
-            .filter_map(|c| c.conn.poll_timeout())
+            .filter_map(|c| {
+                let handshake = c.conn.is_handshaking().then_some(c.handshake_deadline);
+                [c.conn.poll_timeout(), handshake]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            })
             .min()
     }
 
-    /// Fires the timers that are due.
+    /// Fires the timers that are due, and abandons handshakes past `handshake_idle_timeout`.
     pub fn handle_timeout(&mut self, now: Instant) {
         for c in self.conns.values_mut() {
             if c.conn.poll_timeout().is_some_and(|t| t <= now) {
                 c.conn.handle_timeout(now);
+            }
+            if c.conn.is_handshaking() && now >= c.handshake_deadline {
+                c.conn.close(
+                    now,
+                    VarInt::from_u32(0),
+                    Bytes::from_static(b"handshake timeout"),
+                );
             }
         }
     }

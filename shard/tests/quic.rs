@@ -16,7 +16,14 @@ use shard::{Settings, Shard};
 
 const KEY: u64 = 0x5eed_cafe_f00d_beef;
 
-fn server_config(idle: Duration) -> (Arc<quinn_proto::ServerConfig>, CertificateDer<'static>) {
+fn server_config(
+    idle: Duration,
+    retry: bool,
+) -> (
+    Arc<quinn_proto::ServerConfig>,
+    QuicOptions,
+    CertificateDer<'static>,
+) {
     let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let der = made.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(made.key_pair.serialize_der()));
@@ -33,11 +40,11 @@ fn server_config(idle: Duration) -> (Arc<quinn_proto::ServerConfig>, Certificate
         keep_alive_interval: Duration::ZERO,
         peer_bidi_stream_count: 10,
         peer_unidi_stream_count: 1,
+        handshake_idle_timeout: Duration::from_secs(10),
+        stateless_retry: retry,
     };
-    (
-        shard::quic::server_config(Arc::new(tls), &options).unwrap(),
-        der,
-    )
+    let config = shard::quic::server_config(Arc::new(tls), &options).unwrap();
+    (config, options, der)
 }
 
 fn client_config(cert: CertificateDer<'static>) -> ClientConfig {
@@ -72,13 +79,13 @@ struct World {
 }
 
 impl World {
-    fn new(idle: Duration) -> Self {
+    fn new(idle: Duration, retry: bool) -> Self {
         let now = Instant::now();
         let server_addr: SocketAddr = "127.0.0.1:14567".parse().unwrap();
-        let (config, cert) = server_config(idle);
+        let (config, options, cert) = server_config(idle, retry);
         let shards = [
-            QuicEndpoint::new(config.clone(), server_addr, 0, KEY),
-            QuicEndpoint::new(config, server_addr, 1, KEY),
+            QuicEndpoint::new(config.clone(), &options, server_addr, 0, KEY),
+            QuicEndpoint::new(config, &options, server_addr, 1, KEY),
         ];
         let mut client = Endpoint::new(Arc::new(EndpointConfig::default()), None, true, None);
         let (ch, conn) = client
@@ -186,7 +193,7 @@ const PINGRESP: &[u8] = &[0xd0, 0x00];
 
 #[test]
 fn handshake_stream_migration_and_idle_timeout() {
-    let mut w = World::new(Duration::from_secs(5));
+    let mut w = World::new(Duration::from_secs(5), false);
     w.exchange();
     assert!(!w.conn.is_handshaking(), "handshake done");
     assert_eq!(w.shards[0].connection_count(), 1);
@@ -236,5 +243,64 @@ fn handshake_stream_migration_and_idle_timeout() {
         w.core.connection_count(),
         0,
         "the MQTT connection ended with it"
+    );
+}
+
+#[test]
+fn stateless_retry_validates_the_address_first() {
+    let mut w = World::new(Duration::from_secs(5), true);
+    // The first answer to the client's Initial is a Retry (long header, type 3), and no
+    // connection exists on the server yet.
+    let mut buf = Vec::new();
+    let t = w.conn.poll_transmit(w.now, 1, &mut buf).unwrap();
+    buf.truncate(t.size);
+    w.shards[0].handle_datagram(w.now, w.client_addr, BytesMut::from(&buf[..]));
+    let (_, answer) = w.shards[0].poll_transmit().unwrap();
+    assert_eq!(answer[0] & 0xb0, 0xb0, "a Retry packet: {:#04x}", answer[0]);
+    assert_eq!(w.shards[0].connection_count(), 0);
+    let mut scratch = Vec::new();
+    if let Some(quinn_proto::DatagramEvent::ConnectionEvent(_, ev)) = w.client.handle(
+        w.now,
+        w.server_addr,
+        None,
+        None,
+        BytesMut::from(&answer[..]),
+        &mut scratch,
+    ) {
+        w.conn.handle_event(ev);
+    }
+    w.exchange();
+    assert!(
+        !w.conn.is_handshaking(),
+        "the client followed the Retry and connected"
+    );
+    let id = w.conn.streams().open(Dir::Bi).unwrap();
+    w.conn.send_stream(id).write(CONNECT).unwrap();
+    w.exchange();
+    assert_eq!(w.read(id), [0x20, 0x02, 0x00, 0x00], "CONNACK");
+}
+
+#[test]
+fn a_handshake_that_stalls_is_abandoned() {
+    let mut w = World::new(Duration::from_secs(60), false);
+    // The client's first flight reaches shard 0; nothing after it does.
+    let mut buf = Vec::new();
+    let t = w.conn.poll_transmit(w.now, 1, &mut buf).unwrap();
+    buf.truncate(t.size);
+    w.shards[0].handle_datagram(w.now, w.client_addr, BytesMut::from(&buf[..]));
+    let _ = w.shards[0].pump(w.now, &mut w.core);
+    assert_eq!(w.shards[0].connection_count(), 1);
+    let deadline = w.shards[0].poll_timeout().unwrap();
+    assert!(deadline <= w.now + Duration::from_secs(10));
+    for _ in 0..40 {
+        w.now += Duration::from_secs(1);
+        w.shards[0].handle_timeout(w.now);
+        let _ = w.shards[0].pump(w.now, &mut w.core);
+        while w.shards[0].poll_transmit().is_some() {}
+    }
+    assert_eq!(
+        w.shards[0].connection_count(),
+        0,
+        "gone after handshake_idle_timeout (10 s), long before the 60 s idle timeout"
     );
 }

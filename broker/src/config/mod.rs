@@ -172,6 +172,12 @@ pub struct QuicListener {
     pub idle_timeout: Duration,
     /// `keep_alive_interval`.
     pub keep_alive_interval: Duration,
+    /// `handshake_idle_timeout`.
+    pub handshake_idle_timeout: Duration,
+    /// `stateless_retry` (ours).
+    pub stateless_retry: bool,
+    /// `enable_0rtt` (ours).
+    pub enable_0rtt: bool,
     /// `peer_bidi_stream_count`.
     pub peer_bidi_stream_count: u32,
     /// `peer_unidi_stream_count`.
@@ -512,6 +518,10 @@ impl Config {
                     enable: v.get("listeners.quic.default.enable")?,
                     idle_timeout: v.get("listeners.quic.default.idle_timeout")?,
                     keep_alive_interval: v.get("listeners.quic.default.keep_alive_interval")?,
+                    handshake_idle_timeout: v
+                        .get("listeners.quic.default.handshake_idle_timeout")?,
+                    stateless_retry: v.get("listeners.quic.default.stateless_retry")?,
+                    enable_0rtt: v.get("listeners.quic.default.enable_0rtt")?,
                     peer_bidi_stream_count: v
                         .get("listeners.quic.default.peer_bidi_stream_count")?,
                     peer_unidi_stream_count: v

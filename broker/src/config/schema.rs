@@ -362,6 +362,25 @@ const QUIC: &[Key] = &[
               is off.",
     },
     Key {
+        path: "listeners.quic.default.handshake_idle_timeout",
+        kind: duration(Duration::from_millis(100), Duration::from_secs(600)),
+        default: "10s",
+        doc: "A QUIC handshake not complete after this long is abandoned.",
+    },
+    Key {
+        path: "listeners.quic.default.stateless_retry",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "Validate a new client's address with a Retry before any handshake work \
+              (costs a round trip; protects against spoofed-source floods).",
+    },
+    Key {
+        path: "listeners.quic.default.enable_0rtt",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "Accept 0-RTT data from clients resuming a session (replayable: off by default).",
+    },
+    Key {
         path: "listeners.quic.default.peer_bidi_stream_count",
         kind: int(1, 1000),
         default: "10",
