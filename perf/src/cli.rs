@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 /// MQTT load generator: connections, subscribers, publishers, and end-to-end benchmarks.
 #[derive(Debug, Parser)]
@@ -39,6 +39,7 @@ pub(crate) enum Command {
 
 /// Options every subcommand takes: where to connect and how.
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("secure").args(["tls", "quic"]).multiple(true)))]
 pub(crate) struct Common {
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
@@ -102,19 +103,20 @@ pub(crate) struct Common {
     /// IP address). With --ws: WebSocket over TLS (WSS).
     #[arg(short = 'S', long, alias = "ssl")]
     pub(crate) tls: bool,
-    /// PEM file of the CA certificates that verify the broker's certificate (--tls)
+    /// PEM file of the CA certificates that verify the broker's certificate (--tls, --quic)
     /// [default: the system's CA bundle].
-    #[arg(long, value_name = "FILE", requires = "tls")]
+    #[arg(long, value_name = "FILE", requires = "secure")]
     pub(crate) cacertfile: Option<PathBuf>,
-    /// PEM file of the client certificate (chain) for mutual TLS (--tls; with --keyfile).
-    #[arg(long, value_name = "FILE", requires = "tls", requires = "keyfile")]
+    /// PEM file of the client certificate (chain) for mutual TLS (--tls, --quic; with
+    /// --keyfile).
+    #[arg(long, value_name = "FILE", requires = "secure", requires = "keyfile")]
     pub(crate) certfile: Option<PathBuf>,
-    /// PEM file of the client certificate's private key (--tls; with --certfile).
-    #[arg(long, value_name = "FILE", requires = "tls", requires = "certfile")]
+    /// PEM file of the client certificate's private key (--tls, --quic; with --certfile).
+    #[arg(long, value_name = "FILE", requires = "secure", requires = "certfile")]
     pub(crate) keyfile: Option<PathBuf>,
-    /// Do not verify the broker's certificate (--tls): any certificate, for any name, is
-    /// accepted.
-    #[arg(long, requires = "tls", conflicts_with = "cacertfile")]
+    /// Do not verify the broker's certificate (--tls, --quic): any certificate, for any name,
+    /// is accepted.
+    #[arg(long, requires = "secure", conflicts_with = "cacertfile")]
     pub(crate) insecure: bool,
     /// Connect over WebSocket (subprotocol mqtt; -V 3 also offers mqttv3.1). With --tls: WSS.
     #[arg(long)]
@@ -122,9 +124,14 @@ pub(crate) struct Common {
     /// Path of the broker's WebSocket endpoint (--ws) [default: /mqtt].
     #[arg(long, value_name = "PATH", requires = "ws")]
     pub(crate) ws_path: Option<String>,
-    /// Connect over QUIC (not available yet in this build).
-    #[arg(long)]
+    /// Connect over QUIC (UDP, TLS 1.3, ALPN mqtt; the server name verified is the -h host)
+    /// in single-stream mode: every MQTT packet on one bidirectional stream. --cacertfile,
+    /// --insecure, --certfile and --keyfile as for --tls.
+    #[arg(long, conflicts_with_all = ["tls", "ws"])]
     pub(crate) quic: bool,
+    /// QUIC multi-stream mode (not available yet).
+    #[arg(long, requires = "quic")]
+    pub(crate) quic_multi_stream: bool,
 }
 
 /// `perf conn`.
@@ -359,11 +366,27 @@ mod tests {
             &["--tls", "--keyfile", "k.pem"],
             &["--tls", "--insecure", "--cacertfile", "ca.pem"],
             &["--ws-path", "/x"],
+            &["--quic", "--tls"],
+            &["--quic", "--ws"],
+            &["--quic-multi-stream"],
         ] {
             let mut argv = vec!["perf", "conn"];
             argv.extend_from_slice(bad);
             let e = Cli::try_parse_from(argv).unwrap_err();
             assert_ne!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn quic_takes_the_certificate_options() {
+        for extra in [&["--insecure"][..], &["--cacertfile", "ca.pem"]] {
+            let mut argv = vec!["perf", "conn", "--quic"];
+            argv.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let Command::Conn(c) = cli.command else {
+                panic!("not conn")
+            };
+            assert!(c.common.quic && !c.common.tls && !c.common.quic_multi_stream);
         }
     }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use monoio::buf::IoBufMut;
 use monoio::io::{
-    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller, Splitable,
+    AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller,
 };
 use monoio::net::TcpStream;
 use net::mqtt::{
@@ -34,10 +34,12 @@ use net::mqtt::{
 use crate::clock::Clock;
 use crate::notify::{Notify, yield_now};
 use crate::payload::Header;
+use crate::quic::ReadCanceller;
 use crate::scenario::{Kind, Role, Scenario};
 use crate::seq::SeqTracker;
 use crate::session::{Effect, Session};
 use crate::stats::{Live, PubRecord, SubRecord, max_opt, min_opt};
+use crate::stream::Stream;
 use crate::thread::ThreadCtx;
 use crate::transport::{self, Flow, Link, SetupIo};
 
@@ -69,8 +71,10 @@ pub(crate) struct Conn {
     ready: Cell<bool>,
     /// Counted in `Live::pubs_done`.
     pub_done: Cell<bool>,
-    /// TLS and WebSocket between the socket and the codec; `None` for plain TCP.
+    /// TLS and WebSocket between the socket and the codec; `None` for plain TCP and QUIC.
     link: Option<RefCell<Link>>,
+    /// QUIC: what cancels the pending read (`canceller` cancels the kernel's reads only).
+    quic_cancel: Option<ReadCanceller>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -85,7 +89,7 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    fn new(session: Session, link: Option<Link>) -> Self {
+    fn new(session: Session, link: Option<Link>, quic_cancel: Option<ReadCanceller>) -> Self {
         Self {
             out: RefCell::new(BytesMut::new()),
             writer_wake: Notify::default(),
@@ -98,6 +102,7 @@ impl Conn {
             ready: Cell::new(false),
             pub_done: Cell::new(false),
             link: link.map(RefCell::new),
+            quic_cancel,
         }
     }
 
@@ -116,6 +121,9 @@ impl Conn {
     /// Cancels the pending read, which ends the client task.
     pub(crate) fn cancel_read(&self) {
         if let Some(c) = self.canceller.borrow_mut().take() {
+            c.cancel();
+        }
+        if let Some(c) = &self.quic_cancel {
             c.cancel();
         }
     }
@@ -178,9 +186,13 @@ pub(crate) async fn run(t: Rc<ThreadCtx>, idx: usize) {
         Some(0) | None => usize::from(est.connack.properties.receive_maximum.unwrap_or(u16::MAX)),
         Some(w) => usize::from(w.min(est.connack.properties.receive_maximum.unwrap_or(u16::MAX))),
     };
-    let conn = Rc::new(Conn::new(Session::new(scn.version, window), est.link));
+    let (r, w, quic_cancel) = est.stream.into_split();
+    let conn = Rc::new(Conn::new(
+        Session::new(scn.version, window),
+        est.link,
+        quic_cancel,
+    ));
     t.conns.borrow_mut().insert(idx, Rc::downgrade(&conn));
-    let (r, w) = est.stream.into_split();
     monoio::spawn(write_loop(t.clone(), conn.clone(), w));
     if scn.keepalive > 0 {
         monoio::spawn(ping_loop(t.clone(), conn.clone(), scn.keepalive));
@@ -305,8 +317,8 @@ async fn wait(t: &ThreadCtx, conn: Option<&Conn>, deadline: Option<Instant>) {
 
 /// A connection whose CONNACK accepted it.
 struct Established {
-    stream: TcpStream,
-    /// TLS, WebSocket; `None` for plain TCP.
+    stream: Stream,
+    /// TLS, WebSocket; `None` for plain TCP and QUIC.
     link: Option<Link>,
     decoder: Decoder,
     /// MQTT bytes read after the CONNACK.
@@ -316,8 +328,8 @@ struct Established {
     connack: ConnAck,
 }
 
-/// TCP connect, TLS handshake, WebSocket upgrade, CONNECT, CONNACK; the error is the
-/// description counted.
+/// TCP connect, TLS handshake, WebSocket upgrade (or the QUIC handshake), CONNECT, CONNACK;
+/// the error is the description counted.
 async fn establish(
     t: &ThreadCtx,
     scn: &Scenario,
@@ -329,48 +341,24 @@ async fn establish(
     let Some(&target) = scn.targets.get(ti) else {
         return Err("no broker address".to_owned());
     };
-    let ifaddr = scn.ifaddrs.get(idx % scn.ifaddrs.len().max(1)).copied();
     let timeout = scn.connect_timeout;
     let timed_out = |what: &str| format!("{what}: timed out after {}s", timeout.as_secs());
     let t0 = Instant::now();
-    let mut stream = match monoio::time::timeout(timeout, tcp_connect(target, ifaddr)).await {
-        Err(_) => return Err(timed_out("connect")),
-        Ok(Err(e)) => return Err(format!("connect: {e}")),
-        Ok(Ok(s)) => s,
-    };
-    t.stats.borrow_mut().tcp_connect.record(nanos(t0.elapsed()));
-    let _ = stream.set_nodelay(true);
-    let mut io = SetupIo::default();
-    let mut tls = None;
-    if let Some(spec) = &scn.transport.tls {
-        let mut conn = transport::tls_connection(spec, ti)?;
-        let t1 = Instant::now();
-        let hs = transport::tls_handshake(&mut stream, &mut conn, &mut io);
-        match monoio::time::timeout(timeout, hs).await {
-            Err(_) => return Err(timed_out("TLS handshake")),
-            Ok(r) => r?,
+    let (mut stream, mut link, mut io) = match &t.quic {
+        Some(endpoint) => {
+            let endpoint = endpoint.as_ref().map_err(Clone::clone)?;
+            let hs = endpoint.connect(target, ti);
+            let s = match monoio::time::timeout(timeout, hs).await {
+                Err(_) => return Err(timed_out("QUIC handshake")),
+                Ok(r) => r?,
+            };
+            (Stream::Quic(s), None, SetupIo::default())
         }
-        t.stats
-            .borrow_mut()
-            .tls_handshake
-            .record(nanos(t1.elapsed()));
-        tls = Some(conn);
-    }
-    let mut ws = None;
-    if let Some(spec) = &scn.transport.ws {
-        let request = spec.request(ti)?;
-        let t2 = Instant::now();
-        let hs = transport::ws_handshake(&mut stream, tls.as_mut(), request, &mut io);
-        ws = Some(match monoio::time::timeout(timeout, hs).await {
-            Err(_) => return Err(timed_out("WebSocket handshake")),
-            Ok(r) => r?,
-        });
-        t.stats
-            .borrow_mut()
-            .ws_handshake
-            .record(nanos(t2.elapsed()));
-    }
-    let mut link = Link::new(tls, ws);
+        None => {
+            let (s, link, io) = tcp_setup(t, scn, idx, target, ti).await?;
+            (Stream::Tcp(s), link, io)
+        }
+    };
     let mut out = BytesMut::new();
     Packet::Connect(Box::new(connect_packet(scn, client_id)))
         .encode(scn.version, &mut out)
@@ -459,6 +447,59 @@ async fn establish(
         raw: io.raw,
         connack,
     })
+}
+
+/// TCP connect, TLS handshake, WebSocket upgrade: the stream, its link and what the
+/// handshakes left unread.
+async fn tcp_setup(
+    t: &ThreadCtx,
+    scn: &Scenario,
+    idx: usize,
+    target: SocketAddr,
+    ti: usize,
+) -> Result<(TcpStream, Option<Link>, SetupIo), String> {
+    let ifaddr = scn.ifaddrs.get(idx % scn.ifaddrs.len().max(1)).copied();
+    let timeout = scn.connect_timeout;
+    let timed_out = |what: &str| format!("{what}: timed out after {}s", timeout.as_secs());
+    let t0 = Instant::now();
+    let mut stream = match monoio::time::timeout(timeout, tcp_connect(target, ifaddr)).await {
+        Err(_) => return Err(timed_out("connect")),
+        Ok(Err(e)) => return Err(format!("connect: {e}")),
+        Ok(Ok(s)) => s,
+    };
+    t.stats.borrow_mut().tcp_connect.record(nanos(t0.elapsed()));
+    let _ = stream.set_nodelay(true);
+    let mut io = SetupIo::default();
+    let mut tls = None;
+    if let Some(spec) = &scn.transport.tls {
+        let mut conn = transport::tls_connection(spec, ti)?;
+        let t1 = Instant::now();
+        let hs = transport::tls_handshake(&mut stream, &mut conn, &mut io);
+        match monoio::time::timeout(timeout, hs).await {
+            Err(_) => return Err(timed_out("TLS handshake")),
+            Ok(r) => r?,
+        }
+        t.stats
+            .borrow_mut()
+            .tls_handshake
+            .record(nanos(t1.elapsed()));
+        tls = Some(conn);
+    }
+    let mut ws = None;
+    if let Some(spec) = &scn.transport.ws {
+        let request = spec.request(ti)?;
+        let t2 = Instant::now();
+        let hs = transport::ws_handshake(&mut stream, tls.as_mut(), request, &mut io);
+        ws = Some(match monoio::time::timeout(timeout, hs).await {
+            Err(_) => return Err(timed_out("WebSocket handshake")),
+            Ok(r) => r?,
+        });
+        t.stats
+            .borrow_mut()
+            .ws_handshake
+            .record(nanos(t2.elapsed()));
+    }
+    Ok((stream, Link::new(tls, ws), io))
 }
 
 fn connect_packet(scn: &Scenario, client_id: &str) -> Connect {

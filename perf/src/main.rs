@@ -3,9 +3,10 @@
 //!
 //! Layout: `cli` (flags) → `scenario` (the resolved run) → `run` (main thread: phases,
 //! progress) → `thread` (one monoio runtime per `--threads`) → `client` (one connection's
-//! tasks) around `session` (the sans-IO MQTT client state), over `transport` (TLS and
-//! WebSocket, sans-IO, between the socket and the codec). `payload`, `seq`, `stats` and
-//! `report` are the measurement.
+//! tasks) around `session` (the sans-IO MQTT client state), over `stream` (TCP or a QUIC
+//! stream) and `transport` (TLS and WebSocket, sans-IO, between the socket and the codec);
+//! `quic` drives quinn-proto, sans-IO too, from the thread's runtime. `payload`, `seq`,
+//! `stats` and `report` are the measurement.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -19,12 +20,14 @@ mod clock;
 mod notify;
 mod payload;
 mod precise;
+mod quic;
 mod report;
 mod run;
 mod scenario;
 mod seq;
 mod session;
 mod stats;
+mod stream;
 mod template;
 mod thread;
 mod transport;

@@ -159,6 +159,10 @@ impl<'a> Report<'a> {
                 let ws = t.ws_handshake.summary();
                 row(&mut s, "ws", ws.count, None, &ws);
             }
+            if scn.transport.quic.is_some() {
+                let quic = t.quic_handshake.summary();
+                row(&mut s, "quic", quic.count, None, &quic);
+            }
             let setup = t.setup.summary();
             row(&mut s, "setup", setup.count, None, &setup);
         }
@@ -209,7 +213,16 @@ impl<'a> Report<'a> {
                 "  ws       WebSocket upgrade request written → 101 response read"
             );
         }
-        if layered {
+        if scn.transport.quic.is_some() {
+            let _ = writeln!(
+                s,
+                "  quic     first Initial sent → handshake confirmed (HANDSHAKE_DONE received)"
+            );
+            let _ = writeln!(
+                s,
+                "  setup    QUIC connect started → CONNACK read (every handshake)"
+            );
+        } else if layered {
             let _ = writeln!(
                 s,
                 "  setup    TCP connect started → CONNACK read (every handshake)"
@@ -335,7 +348,7 @@ impl<'a> Report<'a> {
             "hosts": scn.targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "ifaddr": scn.ifaddrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "transport": scn.transport.name(),
-            "tls": scn.transport.tls.as_ref().map(|tls| {
+            "tls": scn.transport.tls_settings().map(|tls| {
                 let path = |p: &Option<std::path::PathBuf>| {
                     p.as_ref().map(|p| p.display().to_string())
                 };
@@ -353,6 +366,10 @@ impl<'a> Report<'a> {
                 })
             }),
             "ws_path": scn.transport.ws.as_ref().map(|ws| ws.path.clone()),
+            "quic": scn.transport.quic.as_ref().map(|_| json!({
+                "alpn": String::from_utf8_lossy(crate::quic::ALPN),
+                "mode": "single-stream",
+            })),
             "protocol_version": scn.version.level(),
             "clients": scn.clients.len(),
             "publishers": scn.pubs,
@@ -404,7 +421,11 @@ impl<'a> Report<'a> {
                 "dropped": l.dropped,
                 "open_at_end": l.connected(),
                 "connect_rate_per_s": self.connect_rate,
-                "tcp_connect_us": summary_us(&t.tcp_connect.summary()),
+                "tcp_connect_us": scn
+                    .transport
+                    .quic
+                    .is_none()
+                    .then(|| summary_us(&t.tcp_connect.summary())),
                 "tls_handshake_us": scn
                     .transport
                     .tls
@@ -415,6 +436,11 @@ impl<'a> Report<'a> {
                     .ws
                     .as_ref()
                     .map(|_| summary_us(&t.ws_handshake.summary())),
+                "quic_handshake_us": scn
+                    .transport
+                    .quic
+                    .as_ref()
+                    .map(|_| summary_us(&t.quic_handshake.summary())),
                 "handshake_us": summary_us(&t.handshake.summary()),
                 "setup_us": summary_us(&t.setup.summary()),
             },

@@ -93,7 +93,8 @@ pub(crate) struct Scenario {
     pub(crate) kind: Kind,
     /// Broker addresses, used round-robin.
     pub(crate) targets: Vec<SocketAddr>,
-    /// TLS and WebSocket above TCP (each indexed like `targets` where it depends on the host).
+    /// TLS and WebSocket above TCP, or QUIC (each indexed like `targets` where it depends on
+    /// the host).
     pub(crate) transport: TransportSpec,
     /// Local addresses to bind, used round-robin.
     pub(crate) ifaddrs: Vec<IpAddr>,
@@ -142,11 +143,6 @@ impl Scenario {
     }
 
     fn base(kind: Kind, c: &Common, run_id: u32) -> Result<Self, String> {
-        if c.quic {
-            return Err(
-                "--quic is not available yet in this build (TCP, TLS, WebSocket only)".into(),
-            );
-        }
         let version = ProtocolVersion::from_level(c.protocol)
             .ok_or_else(|| format!("-V {}: the protocol version is 3, 4 or 5", c.protocol))?;
         if c.session_expiry != 0 && version != ProtocolVersion::V5 {
@@ -504,8 +500,8 @@ mod tests {
     fn refusals() {
         let e = build(&["pub", "-h", "127.0.0.1", "-t", "a", "-s", "8"]).unwrap_err();
         assert!(e.contains("at least 32"), "{e}");
-        let e = build(&["conn", "-h", "127.0.0.1", "--quic"]).unwrap_err();
-        assert!(e.contains("not available yet"), "{e}");
+        let e = build(&["conn", "-h", "127.0.0.1", "--quic", "--quic-multi-stream"]).unwrap_err();
+        assert!(e.contains("multi-stream mode: not available yet"), "{e}");
         let e = build(&["conn", "-h", "127.0.0.1", "--ws", "--ws-path", "mqtt"]).unwrap_err();
         assert!(e.contains("must start with /"), "{e}");
         let e = build(&[
@@ -582,6 +578,24 @@ mod tests {
         let ws = s.transport.ws.unwrap();
         assert_eq!(ws.uris[0].to_string(), "wss://[::1]:8084/ws");
         assert_eq!(ws.subprotocols, ["mqttv3.1", "mqtt"]);
+        let s = build(&[
+            "conn",
+            "-h",
+            "127.0.0.1,localhost",
+            "-p",
+            "14567",
+            "--quic",
+            "--insecure",
+        ])
+        .unwrap();
+        assert_eq!(s.transport.name(), "quic");
+        assert!(s.transport.tls.is_none() && s.transport.ws.is_none());
+        let quic = s.transport.quic.as_ref().unwrap();
+        assert_eq!(quic.server_names, ["127.0.0.1", "localhost"]);
+        let tls = s.transport.tls_settings().unwrap();
+        assert_eq!(tls.roots, crate::transport::Roots::Insecure);
+        assert_eq!(tls.config.alpn_protocols, [b"mqtt".to_vec()]);
+        assert!(s.transport.is_layered());
     }
 
     #[test]

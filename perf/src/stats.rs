@@ -191,9 +191,12 @@ pub(crate) struct ThreadStats {
     pub(crate) tls_handshake: Latency,
     /// `--ws`: upgrade request written → `101 Switching Protocols` read.
     pub(crate) ws_handshake: Latency,
+    /// `--quic`: first Initial sent → handshake confirmed (the broker's HANDSHAKE_DONE).
+    pub(crate) quic_handshake: Latency,
     /// CONNECT written → CONNACK read.
     pub(crate) handshake: Latency,
-    /// The whole set-up: TCP connect started → CONNACK read (every layer's handshake).
+    /// The whole set-up: TCP connect (QUIC: the connection) started → CONNACK read (every
+    /// layer's handshake).
     pub(crate) setup: Latency,
     /// End-to-end: receive time − intended send time (measured messages only, as the next
     /// two).
@@ -261,6 +264,7 @@ pub(crate) struct Totals {
     pub(crate) tcp_connect: Latency,
     pub(crate) tls_handshake: Latency,
     pub(crate) ws_handshake: Latency,
+    pub(crate) quic_handshake: Latency,
     pub(crate) handshake: Latency,
     pub(crate) setup: Latency,
     pub(crate) latency: Latency,
@@ -305,6 +309,7 @@ impl Totals {
             t.tcp_connect.merge(&s.tcp_connect);
             t.tls_handshake.merge(&s.tls_handshake);
             t.ws_handshake.merge(&s.ws_handshake);
+            t.quic_handshake.merge(&s.quic_handshake);
             t.handshake.merge(&s.handshake);
             t.setup.merge(&s.setup);
             t.latency.merge(&s.latency);

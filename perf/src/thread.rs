@@ -19,6 +19,7 @@ use crate::client::{self, Conn};
 use crate::clock::Clock;
 use crate::notify::Notify;
 use crate::precise::Precise;
+use crate::quic;
 use crate::scenario::{Role, Scenario};
 use crate::stats::{Live, ThreadStats};
 
@@ -82,6 +83,9 @@ pub(crate) struct ThreadCtx {
     pub(crate) running: Cell<usize>,
     /// The publishers' schedule timer (fixed-rate publishing only).
     pub(crate) precise: Option<Precise>,
+    /// `--quic`: this thread's endpoint, or why it could not be set up (each client then
+    /// fails with that).
+    pub(crate) quic: Option<Result<Rc<quic::Endpoint>, String>>,
 }
 
 impl ThreadCtx {
@@ -175,6 +179,16 @@ async fn thread_main(
     } else {
         None
     };
+    let quic = scn.transport.quic.as_ref().map(|spec| {
+        // --ifaddr: round-robin over the threads (one socket per thread carries all of its
+        // connections).
+        let mut ifaddrs = scn.ifaddrs.clone();
+        if !ifaddrs.is_empty() {
+            let n = index % ifaddrs.len();
+            ifaddrs.rotate_left(n);
+        }
+        quic::Endpoint::start(spec, &scn.targets, &ifaddrs)
+    });
     let warmup_end = if scn.warmup.is_zero() {
         0
     } else {
@@ -194,6 +208,7 @@ async fn thread_main(
         conns: RefCell::new(HashMap::new()),
         running: Cell::new(0),
         precise,
+        quic,
     });
     if ctx.precise.is_some() {
         let c = ctx.clone();
@@ -257,6 +272,9 @@ async fn thread_main(
             monoio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    let stats = std::mem::take(&mut *ctx.stats.borrow_mut());
+    let mut stats = std::mem::take(&mut *ctx.stats.borrow_mut());
+    if let Some(Ok(endpoint)) = &ctx.quic {
+        stats.quic_handshake = endpoint.take_handshakes();
+    }
     ThreadReport { driver, stats }
 }

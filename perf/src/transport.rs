@@ -12,6 +12,9 @@
 //!
 //! The set-up of a connection, before its stream is split between the tasks, runs
 //! [`tls_handshake`] and [`ws_handshake`] the same way with the stream in hand.
+//!
+//! `--quic` replaces all of this (TCP included) with a QUIC stream (src/quic.rs); only the
+//! certificate settings ([`TlsSpec::build_for`]) are shared.
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
@@ -20,7 +23,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use net::mqtt::ProtocolVersion;
 use rustls::client::Resumption;
@@ -40,6 +43,7 @@ use tungstenite::protocol::{WebSocket, WebSocketConfig};
 use tungstenite::{ClientRequestBuilder, Message};
 
 use crate::cli::Common;
+use crate::quic::QuicSpec;
 
 /// Smallest free space offered to a read during the set-up.
 const READ_MIN: usize = 4096;
@@ -60,6 +64,8 @@ const SYSTEM_CA_BUNDLES: [&str; 5] = [
 pub(crate) struct TransportSpec {
     pub(crate) tls: Option<TlsSpec>,
     pub(crate) ws: Option<WsSpec>,
+    /// `--quic`: instead of TCP (and of the two above).
+    pub(crate) quic: Option<QuicSpec>,
 }
 
 /// `--tls`.
@@ -101,8 +107,17 @@ pub(crate) struct WsSpec {
 }
 
 impl TransportSpec {
-    /// Resolves `--tls`, `--ws` and their options; `c.host` is in the order of the targets.
+    /// Resolves `--tls`, `--ws`, `--quic` and their options; `c.host` is in the order of the
+    /// targets.
     pub(crate) fn build(c: &Common, version: ProtocolVersion) -> Result<Self, String> {
+        if c.quic {
+            // clap keeps --tls and --ws away from --quic.
+            return Ok(Self {
+                tls: None,
+                ws: None,
+                quic: Some(QuicSpec::build(c)?),
+            });
+        }
         let tls = if c.tls {
             Some(TlsSpec::build(c)?)
         } else {
@@ -113,11 +128,18 @@ impl TransportSpec {
         } else {
             None
         };
-        Ok(Self { tls, ws })
+        Ok(Self {
+            tls,
+            ws,
+            quic: None,
+        })
     }
 
-    /// `tcp`, `tls`, `ws` or `wss`.
+    /// `tcp`, `tls`, `ws`, `wss` or `quic`.
     pub(crate) fn name(&self) -> &'static str {
+        if self.quic.is_some() {
+            return "quic";
+        }
         match (self.tls.is_some(), self.ws.is_some()) {
             (false, false) => "tcp",
             (true, false) => "tls",
@@ -126,26 +148,43 @@ impl TransportSpec {
         }
     }
 
-    /// Whether a connection has layers above TCP.
+    /// Whether a connection has handshakes before MQTT's (layers above TCP, or QUIC).
     pub(crate) fn is_layered(&self) -> bool {
-        self.tls.is_some() || self.ws.is_some()
+        self.tls.is_some() || self.ws.is_some() || self.quic.is_some()
+    }
+
+    /// The TLS settings of the run: `--tls`'s, or those inside QUIC.
+    pub(crate) fn tls_settings(&self) -> Option<&TlsSpec> {
+        self.tls.as_ref().or(self.quic.as_ref().map(|q| &q.tls))
     }
 }
 
 impl TlsSpec {
     fn build(c: &Common) -> Result<Self, String> {
+        Self::build_for(c, "--tls", rustls::DEFAULT_VERSIONS, &[])
+    }
+
+    /// The TLS settings of `flag` (`--tls`, `--quic`): the verification (`--cacertfile`,
+    /// the system's bundle or `--insecure`), the client certificate, these protocol versions
+    /// and ALPN protocols.
+    pub(crate) fn build_for(
+        c: &Common,
+        flag: &str,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> Result<Self, String> {
         let server_names = c
             .host
             .iter()
             .map(|h| {
                 ServerName::try_from(h.clone())
-                    .map_err(|e| format!("--tls: `{h}` is not a valid server name: {e}"))
+                    .map_err(|e| format!("{flag}: `{h}` is not a valid server name: {e}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("--tls: {e}"))?;
+            .with_protocol_versions(versions)
+            .map_err(|e| format!("{flag}: {e}"))?;
         let (builder, roots) = if c.insecure {
             let verifier = Arc::new(InsecureAcceptAnyServerCert(provider));
             let b = builder
@@ -153,7 +192,7 @@ impl TlsSpec {
                 .with_custom_certificate_verifier(verifier);
             (b, Roots::Insecure)
         } else {
-            let (store, roots) = root_store(c.cacertfile.as_deref())?;
+            let (store, roots) = root_store(c.cacertfile.as_deref(), flag)?;
             (builder.with_root_certificates(store), roots)
         };
         let mut config = match (&c.certfile, &c.keyfile) {
@@ -171,6 +210,7 @@ impl TlsSpec {
         // Every connection makes a full handshake (what a storm of new clients costs the
         // broker), and no session cache is shared between the generator threads.
         config.resumption = Resumption::disabled();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Self {
             config: Arc::new(config),
             server_names,
@@ -186,8 +226,9 @@ impl TlsSpec {
     }
 }
 
-/// The trust anchors: `--cacertfile`, or the system's bundle.
-fn root_store(cacertfile: Option<&Path>) -> Result<(RootCertStore, Roots), String> {
+/// The trust anchors: `--cacertfile`, or the system's bundle; `flag` names the transport in
+/// the errors.
+fn root_store(cacertfile: Option<&Path>, flag: &str) -> Result<(RootCertStore, Roots), String> {
     let mut store = RootCertStore::empty();
     if let Some(file) = cacertfile {
         for cert in certificates(file, "--cacertfile")? {
@@ -203,17 +244,18 @@ fn root_store(cacertfile: Option<&Path>) -> Result<(RootCertStore, Roots), Strin
         .chain(SYSTEM_CA_BUNDLES.iter().map(PathBuf::from))
         .find(|p| p.is_file())
         .ok_or_else(|| {
-            "--tls: no system CA bundle found: give the broker's CA with --cacertfile FILE \
-             (or skip verification with --insecure)"
-                .to_owned()
+            format!(
+                "{flag}: no system CA bundle found: give the broker's CA with --cacertfile FILE \
+                 (or skip verification with --insecure)"
+            )
         })?;
     let certs = CertificateDer::pem_file_iter(&bundle)
-        .map_err(|e| format!("--tls: {}: {e}", bundle.display()))?
+        .map_err(|e| format!("{flag}: {}: {e}", bundle.display()))?
         .filter_map(Result::ok);
     let (added, _) = store.add_parsable_certificates(certs);
     if added == 0 {
         return Err(format!(
-            "--tls: no CA certificate in {}: give the broker's CA with --cacertfile FILE",
+            "{flag}: no CA certificate in {}: give the broker's CA with --cacertfile FILE",
             bundle.display()
         ));
     }
@@ -621,7 +663,7 @@ pub(crate) struct SetupIo {
 
 impl SetupIo {
     /// Writes `wire` to the stream, and empties it.
-    pub(crate) async fn send(&mut self, stream: &mut TcpStream) -> io::Result<()> {
+    pub(crate) async fn send<S: AsyncWriteRent>(&mut self, stream: &mut S) -> io::Result<()> {
         if self.wire.is_empty() {
             return Ok(());
         }
@@ -632,7 +674,7 @@ impl SetupIo {
     }
 
     /// Reads what the socket has to the end of `raw`; 0 at the end of the stream.
-    pub(crate) async fn recv(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
+    pub(crate) async fn recv<S: AsyncReadRent>(&mut self, stream: &mut S) -> io::Result<usize> {
         if self.raw.capacity() - self.raw.len() < READ_MIN {
             self.raw.reserve(READ_MIN);
         }

@@ -1,9 +1,9 @@
-//! `perf` over TLS, WebSocket and WebSocket over TLS against Mosquitto (and TLS against our
-//! broker): no message lost through the layers, each layer's handshake timed, and every way the
-//! set-up can fail (unknown CA, missing client certificate, the wrong transport) counted with a
-//! description that says why. Certificates are made at test time (common::Pki). Mosquitto
-//! serves WebSocket itself (its listeners with `protocol websockets`); our broker's WebSocket
-//! listener is not tested here.
+//! `perf` over TLS, WebSocket and WebSocket over TLS against Mosquitto and our broker, and over
+//! QUIC against our broker: no message lost through the layers, each layer's handshake timed,
+//! and every way the set-up can fail (unknown CA, missing client certificate, the wrong
+//! transport, no QUIC listener) counted with a description that says why. Certificates are
+//! made at test time (common::Pki); our broker's QUIC listener makes its own self-signed one.
+//! Mosquitto serves WebSocket itself (its listeners with `protocol websockets`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,11 +17,30 @@ use serde_json::Value;
 use common::{Broker, Pki, float, num, perf, show};
 
 /// `perf bench` 4 publishers → 1 subscriber, QoS 1, 1000 msg/s for 2 s over `transport`
-/// (`--tls ...`, `--ws`): nothing lost, duplicated or reordered, every layer's handshake timed
-/// once per connection, and the set-up (TCP connect → CONNACK) at least as long as each part.
+/// (`--tls ...`, `--ws`, `--quic ...`): see [`bench_qos1_shaped`].
 fn bench_qos1(name: &str, port: u16, transport: &[&str], expect: &str) -> Value {
+    bench_qos1_shaped(name, port, transport, expect, 4, 1, 1000, 2)
+}
+
+/// `perf bench` `pubs` publishers → `subs` subscribers (each subscribed to every publisher),
+/// QoS 1, `rate` msg/s in all for `secs` s over `transport`: nothing lost, duplicated or
+/// reordered, every layer's handshake timed once per connection, and the set-up (TCP connect
+/// or QUIC connect → CONNACK) at least as long as each part.
+#[allow(clippy::too_many_arguments)]
+fn bench_qos1_shaped(
+    name: &str,
+    port: u16,
+    transport: &[&str],
+    expect: &str,
+    pubs: u64,
+    subs: u64,
+    rate: u64,
+    secs: u64,
+) -> Value {
     let port = port.to_string();
     let topic = format!("perf/{expect}/{name}");
+    let (pubs_arg, subs_arg) = (pubs.to_string(), subs.to_string());
+    let (rate_arg, secs_arg) = (rate.to_string(), secs.to_string());
     let mut args = vec![
         "bench",
         "-h",
@@ -29,15 +48,15 @@ fn bench_qos1(name: &str, port: u16, transport: &[&str], expect: &str) -> Value 
         "-p",
         &port,
         "--pubs",
-        "4",
+        &pubs_arg,
         "--subs",
-        "1",
+        &subs_arg,
         "-q",
         "1",
         "--rate",
-        "1000",
+        &rate_arg,
         "--duration",
-        "2",
+        &secs_arg,
         "-i",
         "1",
         "-s",
@@ -51,41 +70,60 @@ fn bench_qos1(name: &str, port: u16, transport: &[&str], expect: &str) -> Value 
     args.extend_from_slice(transport);
     let (out, j) = perf(&args);
     let ctx = format!("{name} {transport:?}: {}\n{j:#}", show(&out));
+    let clients = pubs + subs;
     assert!(out.status.success(), "{ctx}");
     assert_eq!(num(&j, &["errors", "total"]), 0, "{ctx}");
     assert_eq!(j["config"]["transport"], expect, "{ctx}");
-    assert_eq!(num(&j, &["connections", "connected"]), 5, "{ctx}");
-    assert_eq!(num(&j, &["connections", "open_at_end"]), 5, "{ctx}");
+    assert_eq!(num(&j, &["connections", "connected"]), clients, "{ctx}");
+    assert_eq!(num(&j, &["connections", "open_at_end"]), clients, "{ctx}");
     let sent = num(&j, &["publish", "sent"]);
-    assert!((1800..=2200).contains(&sent), "sent {sent}: {ctx}");
+    let scheduled = rate * secs;
+    assert!(
+        (scheduled * 9 / 10..=scheduled * 11 / 10).contains(&sent),
+        "sent {sent}: {ctx}"
+    );
     assert_eq!(num(&j, &["publish", "acked"]), sent, "{ctx}");
-    assert_eq!(num(&j, &["receive", "expected"]), sent, "{ctx}");
-    assert_eq!(num(&j, &["receive", "received"]), sent, "{ctx}");
-    assert_eq!(num(&j, &["receive", "distinct"]), sent, "{ctx}");
+    assert_eq!(num(&j, &["receive", "subscribed"]), subs, "{ctx}");
+    let deliveries = sent * subs;
+    assert_eq!(num(&j, &["receive", "expected"]), deliveries, "{ctx}");
+    assert_eq!(num(&j, &["receive", "received"]), deliveries, "{ctx}");
+    assert_eq!(num(&j, &["receive", "distinct"]), deliveries, "{ctx}");
     assert_eq!(num(&j, &["receive", "lost"]), 0, "{ctx}");
     assert_eq!(num(&j, &["receive", "duplicated"]), 0, "{ctx}");
     assert_eq!(num(&j, &["receive", "out_of_order"]), 0, "{ctx}");
     assert_eq!(num(&j, &["receive", "foreign"]), 0, "{ctx}");
-    assert_eq!(num(&j, &["receive", "latency_us", "count"]), sent, "{ctx}");
+    assert_eq!(
+        num(&j, &["receive", "latency_us", "count"]),
+        deliveries,
+        "{ctx}"
+    );
     // Each layer's handshake once per connection; none for a layer not used.
     let c = &j["connections"];
     let tls = expect.contains("tls") || expect == "wss";
     let ws = expect.starts_with("ws");
-    for (field, used) in [("tls_handshake_us", tls), ("ws_handshake_us", ws)] {
+    let quic = expect == "quic";
+    for (field, used) in [
+        ("tls_handshake_us", tls),
+        ("ws_handshake_us", ws),
+        ("quic_handshake_us", quic),
+        ("tcp_connect_us", !quic),
+    ] {
         if used {
-            assert_eq!(num(c, &[field, "count"]), 5, "{field}: {ctx}");
+            assert_eq!(num(c, &[field, "count"]), clients, "{field}: {ctx}");
         } else {
             assert!(c[field].is_null(), "{field}: {ctx}");
         }
     }
-    assert_eq!(num(c, &["setup_us", "count"]), 5, "{ctx}");
-    assert_eq!(num(c, &["handshake_us", "count"]), 5, "{ctx}");
+    assert_eq!(j["config"]["quic"].is_null(), !quic, "{ctx}");
+    assert_eq!(num(c, &["setup_us", "count"]), clients, "{ctx}");
+    assert_eq!(num(c, &["handshake_us", "count"]), clients, "{ctx}");
     // Every connection's set-up contains its handshakes: so does the slowest.
     let setup_max = float(c, &["setup_us", "max"]);
     for field in [
         "tcp_connect_us",
         "tls_handshake_us",
         "ws_handshake_us",
+        "quic_handshake_us",
         "handshake_us",
     ] {
         if !c[field].is_null() {
@@ -104,6 +142,7 @@ fn bench_qos1(name: &str, port: u16, transport: &[&str], expect: &str) -> Value 
     assert!(table.contains("\nsetup "), "{ctx}");
     assert_eq!(table.contains("\ntls "), tls, "{ctx}");
     assert_eq!(table.contains("\nws "), ws, "{ctx}");
+    assert_eq!(table.contains("\nquic "), quic, "{ctx}");
     assert!(table.contains("lost 0, duplicated 0"), "{ctx}");
     j
 }
@@ -159,7 +198,6 @@ fn bench_qos1_over_tls_against_our_broker() {
     );
 }
 
-/// `perf conn -c <n>` to `port` with `extra`; returns the output and the JSON.
 #[test]
 fn bench_qos1_over_ws_and_wss_against_our_broker() {
     let broker = Broker::ours_ws();
@@ -175,6 +213,137 @@ fn bench_qos1_over_ws_and_wss_against_our_broker() {
     );
 }
 
+/// MQTT over QUIC against our broker (its self-signed certificate as the CA): 4 publishers
+/// → 3 subscribers, QoS 1, 2000 msg/s for 3 s, every message delivered once to each
+/// subscriber, in order; one QUIC handshake per connection timed.
+#[test]
+fn bench_qos1_over_quic_against_our_broker() {
+    let broker = Broker::ours_quic();
+    let ca = broker.quic_cert.as_ref().unwrap().display().to_string();
+    let j = bench_qos1_shaped(
+        "broker",
+        broker.port,
+        &["--quic", "--cacertfile", &ca],
+        "quic",
+        4,
+        3,
+        2000,
+        3,
+    );
+    assert_eq!(j["config"]["tls"]["cacertfile"], ca.as_str());
+    assert_eq!(j["config"]["tls"]["insecure"], false);
+    assert_eq!(j["config"]["quic"]["alpn"], "mqtt");
+    assert_eq!(j["config"]["quic"]["mode"], "single-stream");
+}
+
+/// `perf conn --quic -c 200` with the broker's certificate as `--cacertfile`: all connected
+/// and still open at the end, each handshake confirmed and timed.
+#[test]
+fn conn_over_quic_against_our_broker() {
+    let broker = Broker::ours_quic();
+    let ca = broker.quic_cert.as_ref().unwrap().display().to_string();
+    let (out, j) = conn(broker.port, 200, &["--quic", "--cacertfile", &ca]);
+    let ctx = format!("{}\n{j:#}", show(&out));
+    assert!(out.status.success(), "{ctx}");
+    assert_eq!(j["config"]["transport"], "quic", "{ctx}");
+    assert_eq!(num(&j, &["connections", "connected"]), 200, "{ctx}");
+    assert_eq!(num(&j, &["connections", "open_at_end"]), 200, "{ctx}");
+    assert_eq!(num(&j, &["errors", "total"]), 0, "{ctx}");
+    let c = &j["connections"];
+    for field in ["quic_handshake_us", "handshake_us", "setup_us"] {
+        assert_eq!(num(c, &[field, "count"]), 200, "{field}: {ctx}");
+    }
+    assert!(c["tcp_connect_us"].is_null(), "{ctx}");
+    assert!(c["tls_handshake_us"].is_null(), "{ctx}");
+    // The handshake takes at least a round trip more than nothing, and the set-up contains it.
+    assert!(float(c, &["quic_handshake_us", "min"]) > 0.0, "{ctx}");
+    assert!(
+        float(c, &["setup_us", "p50"]) >= float(c, &["quic_handshake_us", "min"]),
+        "{ctx}"
+    );
+}
+
+/// Our broker's self-signed QUIC certificate is trusted by nothing but itself: without
+/// `--cacertfile` (the "system bundle" here being another CA, through `SSL_CERT_FILE`) and with
+/// another CA's file, every handshake fails on the certificate, saying how to fix it; with
+/// `--insecure` or the broker's PEM every client connects.
+#[test]
+fn quic_verifies_the_broker_certificate() {
+    let broker = Broker::ours_quic();
+    let pki = Pki::new();
+    let expected = "QUIC handshake: invalid peer certificate: UnknownIssuer (--cacertfile gives \
+                    the CA of the broker's certificate, --insecure skips the check)";
+
+    let port = broker.port.to_string();
+    let json = common::scratch("quic-system-ca.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_perf"))
+        .args(["conn", "-h", "127.0.0.1", "-p", &port, "-c", "3", "--quic"])
+        .args([
+            "-i",
+            "0",
+            "--duration",
+            "0.5",
+            "--connect-timeout",
+            "5",
+            "--json",
+        ])
+        .arg(&json)
+        .env("SSL_CERT_FILE", pki.path("other-ca.pem"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(only_error(&out, &j, 3), expected);
+    assert_eq!(
+        j["config"]["tls"]["system_ca_bundle"],
+        pki.arg("other-ca.pem").as_str(),
+        "{j:#}"
+    );
+
+    let other = pki.arg("other-ca.pem");
+    let (out, j) = conn(broker.port, 3, &["--quic", "--cacertfile", &other]);
+    assert_eq!(only_error(&out, &j, 3), expected);
+
+    let ca = broker.quic_cert.as_ref().unwrap().display().to_string();
+    for extra in [
+        &["--quic", "--insecure"][..],
+        &["--quic", "--cacertfile", &ca],
+    ] {
+        let (out, j) = conn(broker.port, 3, extra);
+        let ctx = format!("{extra:?}: {}\n{j:#}", show(&out));
+        assert!(out.status.success(), "{ctx}");
+        assert_eq!(num(&j, &["connections", "connected"]), 3, "{ctx}");
+        assert_eq!(num(&j, &["errors", "total"]), 0, "{ctx}");
+        assert_eq!(
+            j["config"]["tls"]["insecure"],
+            extra.contains(&"--insecure"),
+            "{ctx}"
+        );
+    }
+}
+
+/// QUIC to a port where nothing answers QUIC (our broker's TCP port, as UDP): a handshake
+/// timeout, counted, never a hang.
+#[test]
+fn quic_without_a_listener_times_out() {
+    let broker = Broker::ours();
+    let port = broker.port.to_string();
+    let json = common::scratch("quic-nothing.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_perf"))
+        .args(["conn", "-h", "127.0.0.1", "-p", &port, "-c", "2", "--quic"])
+        .args(["--insecure", "-i", "0", "--connect-timeout", "1", "--json"])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        only_error(&out, &j, 2),
+        "QUIC handshake: timed out after 1s"
+    );
+}
+
+/// `perf conn -c <n>` to `port` with `extra`; returns the output and the JSON.
 fn conn(port: u16, n: usize, extra: &[&str]) -> (std::process::Output, Value) {
     let port = port.to_string();
     let n = n.to_string();
@@ -471,6 +640,17 @@ fn transport_options_are_checked() {
             "--cacertfile ",
         ),
         (vec!["--ws", "--ws-path", "mqtt"], "must start with /"),
+        (vec!["--quic", "--tls"], "cannot be used with"),
+        (vec!["--quic", "--ws"], "cannot be used with"),
+        (vec!["--quic-multi-stream"], "--quic"),
+        (
+            vec!["--quic", "--quic-multi-stream"],
+            "multi-stream mode: not available yet",
+        ),
+        (
+            vec!["--quic", "--cacertfile", missing.as_str()],
+            "--cacertfile ",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_perf"))
             .args(["conn", "-h", "127.0.0.1"])

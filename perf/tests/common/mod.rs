@@ -13,8 +13,9 @@
 //! in between; accepted).
 //!
 //! For the transports: [`Broker::mosquitto_listeners`] adds TLS / WebSocket listeners to
-//! Mosquitto, [`Broker::ours_tls`] starts our broker with its TLS listener, and [`Pki`] makes
-//! the certificates (rcgen) at test time.
+//! Mosquitto, [`Broker::ours_tls`] starts our broker with its TLS listener (`ours_ws`,
+//! `ours_wss`, `ours_quic` the others), and [`Pki`] makes the certificates (rcgen) at test
+//! time.
 
 // Test helpers panic on setup failures by design.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
@@ -73,6 +74,9 @@ pub(crate) struct Broker {
     /// The port of the listener under test (plain TCP unless started for another one).
     pub(crate) port: u16,
     pub(crate) name: &'static str,
+    /// [`Broker::ours_quic`]: the broker's self-signed QUIC certificate (PEM), for
+    /// `--cacertfile`.
+    pub(crate) quic_cert: Option<PathBuf>,
 }
 
 impl Broker {
@@ -124,9 +128,29 @@ impl Broker {
         )
     }
 
+    /// Our broker with its QUIC listener on 127.0.0.1, port 0, and the self-signed certificate
+    /// it generates (SANs localhost and 127.0.0.1) in a fresh `node.data_dir`; `port` is the
+    /// QUIC listener's (UDP), `quic_cert` that certificate.
+    pub(crate) fn ours_quic() -> Self {
+        let dir = scratch(&format!("quic-data-{}", unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut broker = Self::ours_with(
+            &[
+                "listeners.quic.default.enable=true".to_owned(),
+                "listeners.quic.default.bind=127.0.0.1:0".to_owned(),
+                format!("node.data_dir={}", dir.display()),
+            ],
+            "quic",
+        );
+        let pem = dir.join("quic-selfsigned.pem");
+        assert!(pem.is_file(), "{} missing", pem.display());
+        broker.quic_cert = Some(pem);
+        broker
+    }
+
     /// Our broker with these `--set`s; `port` is that of the listener logged as `listener`
-    /// (`tcp`, `ssl`).
-    fn ours_with(sets: &[String], listener: &str) -> Self {
+    /// (`tcp`, `ssl`, `ws`, `wss`, `quic`).
+    pub(crate) fn ours_with(sets: &[String], listener: &str) -> Self {
         let mut cmd = Command::new(broker_binary());
         cmd.args([
             "run",
@@ -174,6 +198,7 @@ impl Broker {
             child,
             port,
             name: "broker",
+            quic_cert: None,
         }
     }
 
@@ -224,6 +249,7 @@ impl Broker {
             child,
             port,
             name: "mosquitto",
+            quic_cert: None,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         for p in std::iter::once(port).chain(ports.iter().copied()) {
