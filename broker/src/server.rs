@@ -455,6 +455,32 @@ fn random_u64() -> u64 {
     }
 }
 
+/// Socket buffer size asked for each QUIC UDP socket.
+const UDP_BUFFER: libc::c_int = 8 << 20;
+
+/// Sets a socket buffer size with the `*FORCE` option (root or CAP_NET_ADMIN may exceed the
+/// sysctl limit), falling back to the plain one.
+fn force_buffer(s: &socket2::Socket, force: libc::c_int, plain: libc::c_int, size: libc::c_int) {
+    use std::os::fd::AsRawFd as _;
+    let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    for opt in [force, plain] {
+        // SAFETY: `s` is an open socket; `size` is a live c_int of length `len`; setsockopt
+        // only reads it.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                len,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+}
+
 /// Binds the UDP `addr` `n` times with `SO_REUSEPORT` (port 0: the first socket's port).
 fn bind_udp_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::UdpSocket>> {
     fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
@@ -462,6 +488,10 @@ fn bind_udp_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::Ud
         let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
+        // The kernel's default (208 KiB) overflows in a connection burst; ask for more (capped
+        // by net.core.rmem_max/wmem_max unless the process may force it).
+        force_buffer(&s, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, UDP_BUFFER);
+        force_buffer(&s, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, UDP_BUFFER);
         s.set_nonblocking(true)?;
         s.bind(&addr.into())?;
         Ok(s.into())

@@ -357,6 +357,9 @@ impl Ctx {
         while let Some(ev) = shard.poll_event() {
             match ev {
                 Event::Write(k) | Event::Resume(k) if quic.as_ref().is_some_and(|q| q.owns(k)) => {
+                    if let Some(q) = quic.as_mut() {
+                        q.wake(k);
+                    }
                     self.quic_wake.notify();
                 }
                 Event::Close(k) if quic.as_ref().is_some_and(|q| q.owns(k)) => {
@@ -813,6 +816,15 @@ async fn quic_process(ctx: &Rc<Ctx>, socket: &monoio::net::udp::UdpSocket) {
     };
     for key in ended {
         ctx.shard.borrow_mut().handle_closed(now, key);
+    }
+    if ctx
+        .quic
+        .borrow()
+        .as_ref()
+        .is_some_and(QuicEndpoint::has_work)
+    {
+        // A connection over its per-pump budget: another turn soon, after other tasks.
+        ctx.quic_wake.notify();
     }
     ctx.pump();
     loop {

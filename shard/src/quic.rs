@@ -156,7 +156,13 @@ struct QuicConn {
     outbox: VecDeque<Bytes>,
     /// The core closed the connection.
     closing: bool,
+    /// The MQTT stream was finished at this time; the connection closes once the client has
+    /// it all (or after [`LINGER`]), so a closing DISCONNECT is not lost.
+    finished_at: Option<Instant>,
 }
+
+/// How long a closing connection waits for its last stream bytes to be acknowledged.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// A shard's QUIC endpoint and connections.
 pub struct QuicEndpoint {
@@ -169,6 +175,9 @@ pub struct QuicEndpoint {
     scratch: Vec<Bytes>,
     handshake_idle_timeout: Duration,
     stateless_retry: bool,
+    /// Connections with something to do (a datagram, a timer, core output) since the last
+    /// pump: a pump visits these only, not every connection.
+    dirty: Vec<ConnectionHandle>,
 }
 
 impl std::fmt::Debug for QuicEndpoint {
@@ -203,6 +212,20 @@ impl QuicEndpoint {
             scratch: Vec::new(),
             handshake_idle_timeout: options.handshake_idle_timeout,
             stateless_retry: options.stateless_retry,
+            dirty: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, ch: ConnectionHandle) {
+        if !self.dirty.contains(&ch) {
+            self.dirty.push(ch);
+        }
+    }
+
+    /// The core has output for (or closed) `key`: its connection is visited by the next pump.
+    pub fn wake(&mut self, key: Key) {
+        if let Some(ch) = self.by_key.get(&key).copied() {
+            self.mark(ch);
         }
     }
 
@@ -236,6 +259,7 @@ impl QuicEndpoint {
                 }
                 match self.endpoint.accept(incoming, now, &mut out, None) {
                     Ok((ch, conn)) => {
+                        self.mark(ch);
                         self.conns.insert(
                             ch,
                             QuicConn {
@@ -246,6 +270,7 @@ impl QuicEndpoint {
                                 inbox: BytesMut::new(),
                                 outbox: VecDeque::new(),
                                 closing: false,
+                                finished_at: None,
                             },
                         );
                     }
@@ -260,6 +285,7 @@ impl QuicEndpoint {
             Some(DatagramEvent::ConnectionEvent(ch, event)) => {
                 if let Some(c) = self.conns.get_mut(&ch) {
                     c.conn.handle_event(event);
+                    self.mark(ch);
                 }
             }
             Some(DatagramEvent::Response(t)) => {
@@ -276,7 +302,8 @@ impl QuicEndpoint {
             .values_mut()
             .filter_map(|c| {
                 let handshake = c.conn.is_handshaking().then_some(c.handshake_deadline);
-                [c.conn.poll_timeout(), handshake]
+                let linger = c.finished_at.map(|at| at + LINGER);
+                [c.conn.poll_timeout(), handshake, linger]
                     .into_iter()
                     .flatten()
                     .min()
@@ -286,9 +313,14 @@ impl QuicEndpoint {
 
     /// Fires the timers that are due, and abandons handshakes past `handshake_idle_timeout`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for c in self.conns.values_mut() {
+        let mut fired = Vec::new();
+        for (ch, c) in &mut self.conns {
             if c.conn.poll_timeout().is_some_and(|t| t <= now) {
                 c.conn.handle_timeout(now);
+                fired.push(*ch);
+            }
+            if c.finished_at.is_some_and(|at| now >= at + LINGER) {
+                fired.push(*ch);
             }
             if c.conn.is_handshaking() && now >= c.handshake_deadline {
                 c.conn.close(
@@ -296,14 +328,21 @@ impl QuicEndpoint {
                     VarInt::from_u32(0),
                     Bytes::from_static(b"handshake timeout"),
                 );
+                fired.push(*ch);
             }
+        }
+        for ch in fired {
+            self.mark(ch);
         }
     }
 
     /// The core closed `key`: close its QUIC connection once its output is sent.
     pub fn close(&mut self, key: Key) {
-        if let Some(c) = self.by_key.get(&key).and_then(|ch| self.conns.get_mut(ch)) {
-            c.closing = true;
+        if let Some(ch) = self.by_key.get(&key).copied() {
+            if let Some(c) = self.conns.get_mut(&ch) {
+                c.closing = true;
+            }
+            self.mark(ch);
         }
     }
 
@@ -311,7 +350,8 @@ impl QuicEndpoint {
     /// and queues the datagrams to send. Returns the core connections that ended.
     pub fn pump(&mut self, now: Instant, shard: &mut Shard) -> Vec<Key> {
         let mut ended = Vec::new();
-        let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        let handles = std::mem::take(&mut self.dirty);
+        let mut again = Vec::new();
         for ch in handles {
             let Some(c) = self.conns.get_mut(&ch) else {
                 continue;
@@ -345,6 +385,13 @@ impl QuicEndpoint {
                         }
                     }
                     Event::ConnectionLost { .. } => lost = true,
+                    // Everything we sent on the MQTT stream, the closing DISCONNECT included,
+                    // has arrived: now the connection can close.
+                    Event::Stream(StreamEvent::Finished { id }) if Some(id) == c.stream => {
+                        if c.finished_at.take().is_some() {
+                            c.conn.close(now, VarInt::from_u32(0), Bytes::new());
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -371,8 +418,11 @@ impl QuicEndpoint {
                     Err(_) => {}
                 }
                 if !c.inbox.is_empty() {
-                    // Bounded per pump: the core handles at most its per-read budget.
-                    let _: Read = shard.handle_read(now, key, &mut c.inbox);
+                    // Bounded per pump: the core handles at most its per-read budget; the rest
+                    // waits for the next pump.
+                    if let Read::More = shard.handle_read(now, key, &mut c.inbox) {
+                        again.push(ch);
+                    }
                 }
                 // Core → stream.
                 self.scratch.clear();
@@ -395,8 +445,12 @@ impl QuicEndpoint {
                 }
                 if c.closing && c.outbox.is_empty() {
                     let _ = c.conn.send_stream(id).finish();
-                    c.conn.close(now, VarInt::from_u32(0), Bytes::new());
+                    c.finished_at = Some(now);
                     c.closing = false;
+                }
+                if c.finished_at.is_some_and(|at| now >= at + LINGER) {
+                    c.finished_at = None;
+                    c.conn.close(now, VarInt::from_u32(0), Bytes::new());
                 }
             }
             if (lost || finished) && c.key.is_some() {
@@ -437,7 +491,15 @@ impl QuicEndpoint {
                 self.conns.remove(&ch);
             }
         }
+        for ch in again {
+            self.mark(ch);
+        }
         ended
+    }
+
+    /// Whether a pump has work waiting (a connection over its per-pump budget).
+    pub fn has_work(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     /// The next datagram to send.
