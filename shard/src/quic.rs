@@ -387,10 +387,11 @@ impl QuicEndpoint {
                     Event::ConnectionLost { .. } => lost = true,
                     // Everything we sent on the MQTT stream, the closing DISCONNECT included,
                     // has arrived: now the connection can close.
-                    Event::Stream(StreamEvent::Finished { id }) if Some(id) == c.stream => {
-                        if c.finished_at.take().is_some() {
-                            c.conn.close(now, VarInt::from_u32(0), Bytes::new());
-                        }
+                    Event::Stream(StreamEvent::Finished { id })
+                        if Some(id) == c.stream && c.finished_at.is_some() =>
+                    {
+                        c.finished_at = None;
+                        c.conn.close(now, VarInt::from_u32(0), Bytes::new());
                     }
                     _ => {}
                 }
