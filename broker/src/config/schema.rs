@@ -345,8 +345,9 @@ const QUIC: &[Key] = &[
     Key {
         path: "listeners.quic.default.enable",
         kind: Kind::Bool,
-        default: "false",
-        doc: "Start the MQTT over QUIC listener (ALPN mqtt, single-stream mode).",
+        default: "true",
+        doc: "Start the MQTT over QUIC listener (ALPN mqtt, single-stream mode); it costs \
+              nothing while no client uses it.",
     },
     Key {
         path: "listeners.quic.default.idle_timeout",

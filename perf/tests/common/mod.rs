@@ -160,6 +160,8 @@ impl Broker {
             "listeners.tcp.default.bind=127.0.0.1:0",
             "--set",
             "listeners.ws.default.bind=127.0.0.1:0",
+            "--set",
+            "listeners.quic.default.bind=127.0.0.1:0",
         ]);
         for s in sets {
             cmd.arg("--set").arg(s);
