@@ -55,6 +55,14 @@ impl Rng {
     }
 }
 
+/// splitmix64's finalizer: spreads nearby seeds far apart.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
 /// Something to send later.
 enum Out {
     Udp(Arc<UdpSocket>, SocketAddr, Vec<u8>),
@@ -182,7 +190,7 @@ fn udp(cli: &Cli, one_way: Duration, delay: Delay) -> Result<(), String> {
                 };
                 let up = Arc::new(up);
                 let (reader, down, delay) = (up.clone(), down.clone(), delay.clone());
-                let (loss, seed) = (cli.loss, cli.seed.wrapping_add(from.port().into()));
+                let (loss, seed) = (cli.loss, mix(cli.seed ^ u64::from(from.port()) << 16));
                 std::thread::spawn(move || {
                     let mut rng = Rng(seed | 1);
                     let mut buf = vec![0u8; 65536];
@@ -225,7 +233,9 @@ fn tcp(cli: &Cli, one_way: Duration, delay: Delay) -> Result<(), String> {
             };
             let to = Arc::new(Mutex::new(to));
             let delay = delay.clone();
-            let mut rng = Rng((cli.seed ^ (n << 1 | i as u64)) | 1);
+            // Each direction of each connection its own pattern: losing a chunk one way must
+            // not mean losing the matching one the other way.
+            let mut rng = Rng(mix(cli.seed ^ (n << 8) ^ i as u64) | 1);
             let loss = cli.loss;
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 16384];
