@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import secrets
+import select
 import shlex
 import signal
 import socket
@@ -162,6 +163,18 @@ def version_of(argv):
 
 def ours_argv(bdir, cores, port, tls):
     argv = [os.path.join(bdir, "broker"), "run", "--cores", str(cores)]
+    if tls is not None and tls["transport"] == "net":
+        # The network scenarios (--transports): TCP on PORT, TLS and QUIC (UDP) on their own
+        # ports, both with the test certificate; WS off to 127.0.0.1:0, WSS off (no cert).
+        return argv + ["--set", f"listeners.tcp.default.bind=127.0.0.1:{port}",
+                       "--set", "listeners.ws.default.bind=127.0.0.1:0",
+                       "--set", f"listeners.ssl.default.bind=127.0.0.1:{tls['tls_port']}",
+                       "--set", f"listeners.ssl.default.ssl_options.certfile={tls['certfile']}",
+                       "--set", f"listeners.ssl.default.ssl_options.keyfile={tls['keyfile']}",
+                       "--set", "listeners.quic.default.enable=true",
+                       "--set", f"listeners.quic.default.bind=127.0.0.1:{tls['quic_port']}",
+                       "--set", f"listeners.quic.default.ssl_options.certfile={tls['certfile']}",
+                       "--set", f"listeners.quic.default.ssl_options.keyfile={tls['keyfile']}"]
     if tls is None:
         return argv + ["--set", f"listeners.tcp.default.bind=127.0.0.1:{port}",
                        "--set", "listeners.ws.default.bind=127.0.0.1:0",
@@ -522,6 +535,312 @@ def table(results, brokers, meta):
     return "\n".join(out)
 
 
+# ---------------------------------------------------------------- network scenarios (--transports)
+
+# Network conditions: None = plain loopback, else the relay's round-trip time and loss. The
+# relay (tools/relay) sits between perf and the broker: a TCP relay for tcp and tls, a UDP relay
+# (--udp) for quic. Fixed seeds, so a condition drops the same pattern from run to run (per
+# TCP connection in accept order; per UDP client port, which is ephemeral).
+NetCondition = namedtuple("NetCondition", "key title rtt_ms loss seed")
+NET_CONDITIONS = [
+    NetCondition("loopback", "plain loopback (no relay)", None, None, None),
+    NetCondition("rtt50-loss0", "relay: 50 ms RTT, no loss", 50, 0.0, 1),
+    NetCondition("rtt50-loss1", "relay: 50 ms RTT, 1 % loss", 50, 0.01, 1),
+    NetCondition("rtt50-loss5", "relay: 50 ms RTT, 5 % loss", 50, 0.05, 1),
+]
+NET_TRANSPORTS = ("tcp", "tls", "quic")
+NET_CONN = ["conn", "-h", "127.0.0.1"] + MQTT + ["-c", "200", "-i", "5", "--duration", "3s"]
+
+
+def net_bench(d):
+    return (["bench", "-h", "127.0.0.1"] + MQTT
+            + ["--pubs", "10", "--subs", "10", "-t", "bench/q/%i", "--sub-topic", "bench/q/%i",
+               "-q", "1", "-s", "256", "--rate", "2000"] + WARMUP + ["--duration", f"{d}s"])
+
+
+def free_udp_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def udp_bound(port):
+    """Some socket bound to 127.0.0.1:port (UDP), from /proc/net/udp."""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/udp") as f:
+        return any(line.split()[1] == want for line in f.readlines()[1:])
+
+
+class Relay:
+    """tools/relay in front of the broker: `relay [--udp] --listen 127.0.0.1:0 --upstream
+    127.0.0.1:PORT --rtt-ms N --loss P --seed S`; its first stdout line names its address."""
+
+    def __init__(self, binary, upstream_port, udp, cond, log_path):
+        self.argv = [binary] + (["--udp"] if udp else []) + [
+            "--listen", "127.0.0.1:0", "--upstream", f"127.0.0.1:{upstream_port}",
+            "--rtt-ms", str(cond.rtt_ms), "--loss", str(cond.loss), "--seed", str(cond.seed)]
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=self.log,
+                                     stdin=subprocess.DEVNULL, text=True,
+                                     start_new_session=True)
+        r, _, _ = select.select([self.proc.stdout], [], [], 10)
+        line = self.proc.stdout.readline().strip() if r else ""
+        if not line.startswith("relay listening on "):
+            self.stop()
+            raise RuntimeError(f"relay did not start: {line!r} ({shlex.join(self.argv)})")
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        self.log.close()
+
+
+def net_one(broker, perf, relay_bin, outdir, cond, transport, kind, args, certs, dur):
+    """One perf run (kind "conn" or "bench") over one transport under one condition: a fresh
+    broker with its TCP, TLS and QUIC listeners, a fresh relay when the condition has one."""
+    key = f"{cond.key}-{transport}-{kind}"
+    res = {"broker": broker.name, "scenario": key, "condition": cond.key,
+           "transport": transport, "kind": kind, "ok": False}
+    jpath = os.path.join(outdir, f"{broker.name}-{key}.json")
+    tls = dict(certs, transport="net", tls_port=free_port(), quic_port=free_udp_port())
+    relay = None
+    try:
+        broker.start(outdir, key, tls)
+        res["broker_argv"] = broker.argv
+        t_end = time.time() + 10
+        while not udp_bound(tls["quic_port"]) and time.time() < t_end:
+            time.sleep(0.05)
+        if not udp_bound(tls["quic_port"]):
+            raise RuntimeError(f"broker's QUIC listener not bound on udp {tls['quic_port']}")
+        target = {"tcp": broker.port, "tls": tls["tls_port"], "quic": tls["quic_port"]}[transport]
+        if cond.rtt_ms is not None:
+            relay = Relay(relay_bin, target, transport == "quic", cond,
+                          os.path.join(outdir, f"relay-{key}.log"))
+            res["relay_argv"] = relay.argv
+            target = relay.port
+        flags = {"tcp": [], "tls": ["--tls", "--cacertfile", certs["cacertfile"]],
+                 "quic": ["--quic", "--cacertfile", certs["cacertfile"]]}[transport]
+        args = args[:1] + flags + args[1:]
+        pid = broker.proc.pid
+        before = proc_sample(pid)
+        rbefore = proc_sample(relay.proc.pid) if relay else None
+        argv, r, took = run_perf(perf, args, target, jpath, dur + 90)
+        res["rc"], res["argv"], res["wall_s"] = r.returncode, argv, took
+        res["before"], res["after"] = before, proc_sample(pid)
+        if relay:
+            res["relay_cpu_s"] = proc_sample(relay.proc.pid)["cpu_s"] - rbefore["cpu_s"]
+        with open(os.path.join(outdir, f"{broker.name}-{key}.perf.txt"), "w") as f:
+            f.write(r.stdout)
+            f.write(r.stderr[-4000:])
+        if os.path.exists(jpath):
+            with open(jpath) as f:
+                res["perf"] = json.load(f)
+            res["ok"] = r.returncode == 0
+        else:
+            res["error"] = f"perf rc={r.returncode}, no JSON: {r.stderr.strip()[-300:]}"
+        res["broker_alive"] = broker.proc.poll() is None
+        res["relay_alive"] = relay.proc.poll() is None if relay else None
+    except Exception as e:  # noqa: BLE001
+        res["error"] = repr(e)
+    finally:
+        if relay:
+            relay.stop()
+        broker.stop()
+    return res
+
+
+def net_figures(res):
+    f = {}
+    p = res.get("perf")
+    if not p:
+        return f
+    c = p["connections"]
+    f["connected"], f["clients"], f["failed"] = c["connected"], c["clients"], c["failed"]
+    f["dropped"] = c["dropped"]
+    f["errors"] = p["errors"]["total"]
+    f["cpu_s"] = res["after"]["cpu_s"] - res["before"]["cpu_s"]
+    for name, h in (("setup", c.get("setup_us")), ("connect", c.get("handshake_us")),
+                    ("tls", c.get("tls_handshake_us")), ("quic", c.get("quic_handshake_us"))):
+        if h and h.get("count"):
+            for q in ("p50", "p99", "max"):
+                f[f"{name}_{q}_ms"] = h[q] / 1000
+    rcv = p.get("receive")
+    if rcv:
+        f["delivered_per_s"] = rcv.get("arrival_rate_per_s") or rcv["rate_per_s"]
+        f["received"], f["expected"] = rcv["received"], rcv.get("expected")
+        f["warmup_received"] = rcv.get("warmup_received", 0)
+        f["lost"], f["dup"], f["ooo"] = rcv["lost"], rcv["duplicated"], rcv["out_of_order"]
+        lat = rcv.get("latency_us") or {}
+        if lat.get("count"):
+            for q in ("p50", "p99", "max"):
+                f[f"lat_{q}_ms"] = lat[q] / 1000
+    pub = p.get("publish")
+    if pub:
+        f["published_per_s"] = pub["rate_per_s"]
+        f["sent"], f["acked"] = pub["sent"], pub["acked"]
+        lat = pub.get("ack_latency_us") or {}
+        if lat.get("count"):
+            f["ack_p99_ms"] = lat["p99"] / 1000
+    return f
+
+
+def net_table(results, meta):
+    F = {(r["condition"], r["transport"], r["kind"]): net_figures(r) for r in results}
+    R = {(r["condition"], r["transport"], r["kind"]): r for r in results}
+    out = []
+    w = out.append
+    w(f"- date: {meta['date']} (UTC, started {meta['started']}, ended {meta['ended']})")
+    w(f"- machine: {meta['machine']}")
+    w("- versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()))
+    w(f"- command: `{meta['command']}`")
+    w(f"- load average before: {meta['loadavg_before']}; after: {meta['loadavg_after']}")
+    w("")
+    w("Time to CONNACK: `perf conn -c 200 -i 5 --duration 3s`; setup = TCP connect (QUIC: first "
+      "Initial) started → CONNACK, every handshake included. QoS 1: `perf bench --pubs 10 --subs "
+      f"10 -q 1 -s 256 --rate 2000 --warmup 2s --duration {meta['duration']}s` (pairs "
+      "bench/q/%i), delivered/s = arrival rate of the measured phase, latency = publish "
+      "due time → received (coordinated-omission corrected).")
+    w("")
+    w("| condition | transport | connected (of 200) | setup p50 ms | setup p99 ms | setup max ms "
+      "| delivered/s | latency p50 ms | latency p99 ms | latency max ms | lost | dup | errors |")
+    w("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    def cell(cond, tp, kind, key, nd=0):
+        r = R.get((cond, tp, kind))
+        if r is None:
+            return "not run"
+        if not r.get("perf"):
+            return "failed"
+        return fmt(F[(cond, tp, kind)].get(key), nd)
+
+    for cond in meta["conditions"]:
+        for tp in meta["transports"]:
+            ce = [cell(cond, tp, "conn", k, 2) for k in ("setup_p50_ms", "setup_p99_ms",
+                                                         "setup_max_ms")]
+            be = [cell(cond, tp, "bench", k, 2) for k in ("lat_p50_ms", "lat_p99_ms",
+                                                          "lat_max_ms")]
+            errs = [F.get((cond, tp, k), {}).get("errors") for k in ("conn", "bench")]
+            w(f"| {cond} | {tp} | {cell(cond, tp, 'conn', 'connected')} | " + " | ".join(ce)
+              + f" | {cell(cond, tp, 'bench', 'delivered_per_s')} | " + " | ".join(be)
+              + f" | {cell(cond, tp, 'bench', 'lost')} | {cell(cond, tp, 'bench', 'dup')} | "
+              + " / ".join(fmt(e) for e in errs) + " |")
+    w("")
+    w("errors: conn / bench runs. Per-run accounting:")
+    w("")
+    for r in results:
+        f = net_figures(r)
+        name = f"{r['condition']} {r['transport']} {r['kind']}"
+        if not r.get("perf"):
+            w(f"- {name}: FAILED: {r.get('error')}")
+            continue
+        s = (f"- {name}: rc {r['rc']}, connected {f['connected']}/{f['clients']}, failed "
+             f"{f['failed']}, dropped {f['dropped']}, errors {f['errors']} "
+             f"{r['perf']['errors']['by_kind'] or ''}, broker CPU {f['cpu_s']:.2f} s")
+        if r.get("relay_cpu_s") is not None:
+            s += f", relay CPU {r['relay_cpu_s']:.2f} s"
+        if r["kind"] == "conn":
+            for n in ("tls", "quic", "connect"):
+                if f.get(f"{n}_p50_ms") is not None:
+                    s += (f", {n} p50/p99 {f[f'{n}_p50_ms']:.2f}/{f[f'{n}_p99_ms']:.2f} ms")
+        else:
+            s += (f", measured sent {f.get('sent')} / acked {f.get('acked')} / received "
+                  f"{f.get('received')}, whole run received {f['received'] + f['warmup_received']}"
+                  f" of {f.get('expected')} expected, lost {f.get('lost')}, dup {f.get('dup')}, "
+                  f"ooo {f.get('ooo')}, PUBACK p99 {fmt(f.get('ack_p99_ms'), 2)} ms")
+        s += f", broker alive at end: {r.get('broker_alive')}, wall {r['wall_s']:.1f} s"
+        w(s)
+    return "\n".join(out)
+
+
+def net_main(a, ap):
+    perf = os.path.join(a.root, "target", "release", "perf")
+    relay_bin = os.path.join(a.root, "target", "release", "relay")
+    for b in (perf, relay_bin, os.path.join(a.root, "target", "release", "broker")):
+        if not os.access(b, os.X_OK):
+            ap.error(f"{b} missing: cargo build --release -p broker -p perf -p relay")
+    conds = NET_CONDITIONS
+    if a.conditions:
+        keep = a.conditions.split(",")
+        unknown = set(keep) - {c.key for c in conds}
+        if unknown:
+            ap.error(f"unknown condition(s) {', '.join(sorted(unknown))}; known: "
+                     + ", ".join(c.key for c in conds))
+        conds = [c for c in conds if c.key in keep]
+    tps = a.net_transports.split(",")
+    if set(tps) - set(NET_TRANSPORTS):
+        ap.error(f"--net-transports: one of {', '.join(NET_TRANSPORTS)}")
+    if set(a.only.split(",")) - {"ours"}:
+        print("note: --transports runs this broker only (the others have no QUIC)",
+              file=sys.stderr)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    date = now.strftime("%Y-%m-%d")
+    outdir = a.out or os.path.join(a.root, "tools", "bench", "results",
+                                   date + "-" + now.strftime("%H%M") + "-transports")
+    os.makedirs(outdir, exist_ok=True)
+    ours = make_brokers(a.root, a.rumqttd, a.cores)[0]
+    certs = make_certs(outdir)
+    notes = list(a.note) + [
+        "ECDSA P-256 server certificate for 127.0.0.1 (ca.pem, server.pem, server.key here, made "
+        f"with {version_of(['openssl', 'version'])}) on the TLS and QUIC listeners; perf verifies "
+        "it with --cacertfile ca.pem (TLS 1.3 over TLS and QUIC)",
+        "a fresh broker (and relay) per perf run; TCP, TLS and QUIC listeners on free ports",
+        "TCP relay: perf's TCP handshake is with the relay (loopback, no RTT, never lost), the "
+        "relay's own connect to the broker too; only the byte stream gets the RTT and loss, so "
+        "tcp and tls setup lack the SYN round trip a real network adds (and SYN loss); a lost "
+        "chunk is held for max(200 ms, RTT) with everything behind it",
+        "TCP relay: the two directions of a connection draw independent loss sequences",
+        "UDP relay: every datagram gets the RTT and the loss, the QUIC handshake included",
+    ]
+    with open("/proc/loadavg") as f:
+        load0 = " ".join(f.read().split()[:3])
+    meta = {
+        "date": date, "started": now.strftime("%H:%M"), "machine": machine(),
+        "versions": {"broker": ours.version, "perf": version_of([perf, "--version"]),
+                     "relay": version_of([relay_bin, "--version"])},
+        "command": "python3 tools/bench/bench.py " + shlex.join(sys.argv[1:]),
+        "loadavg_before": load0,
+        "ps_before": subprocess.run(["ps", "-eo", "pid,pcpu,rss,etime,comm", "--sort=-pcpu"],
+                                    capture_output=True, text=True).stdout.splitlines()[:12],
+        "notes": notes, "duration": a.duration,
+        "conditions": [c.key for c in conds], "transports": tps,
+        "condition_defs": [list(c) for c in conds],
+    }
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    results = []
+    for cond in conds:
+        for tp in tps:
+            for kind, args in (("conn", NET_CONN), ("bench", net_bench(a.duration))):
+                print(f"== ours: {cond.title}, {tp}, {kind}", file=sys.stderr, flush=True)
+                r = net_one(ours, perf, relay_bin, outdir, cond, tp, kind, list(args), certs,
+                            a.duration + 5)
+                results.append(r)
+                f = net_figures(r)
+                print(f"   -> {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in f.items()})}"
+                      if f else f"   -> FAILED: {r.get('error')}", file=sys.stderr, flush=True)
+    with open("/proc/loadavg") as f:
+        meta["loadavg_after"] = " ".join(f.read().split()[:3])
+    meta["ended"] = datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M")
+    with open(os.path.join(outdir, "summary.json"), "w") as f:
+        json.dump({"meta": meta, "results": results,
+                   "figures": [{"condition": r["condition"], "transport": r["transport"],
+                                "kind": r["kind"], **net_figures(r)} for r in results]},
+                  f, indent=1)
+    md = net_table(results, meta) + "\n\nNotes:\n" + "\n".join(f"- {n}" for n in notes)
+    with open(os.path.join(outdir, "table.md"), "w") as f:
+        f.write(md + "\n")
+    print(md)
+
+
 # ---------------------------------------------------------------- main
 
 def machine():
@@ -550,7 +869,16 @@ def main():
     ap.add_argument("--note", action="append", default=[])
     ap.add_argument("--out", default=None)
     ap.add_argument("--cmdline", default=None, help="run.sh's arguments (set by run.sh)")
+    ap.add_argument("--transports", action="store_true",
+                    help="the network scenarios instead: this broker over tcp, tls and quic, on "
+                         "loopback and through tools/relay (see README)")
+    ap.add_argument("--conditions", default=None,
+                    help="with --transports: comma-separated condition keys (default: all)")
+    ap.add_argument("--net-transports", default=",".join(NET_TRANSPORTS),
+                    help="with --transports: comma-separated subset of tcp,tls,quic")
     a = ap.parse_args()
+    if a.transports:
+        return net_main(a, ap)
 
     perf = os.path.join(a.root, "target", "release", "perf")
     now = datetime.datetime.now(datetime.timezone.utc)
