@@ -119,6 +119,8 @@ pub enum ExclusiveMsg {
 #[derive(Debug)]
 struct PendingSub {
     conn: Key,
+    /// The lane the SUBSCRIBE came on.
+    lane: u32,
     sid: Key,
     ack: SubAck,
     /// Whether the client gets the SUBACK (not for auto-subscribe).
@@ -224,6 +226,8 @@ pub struct StoredAck {
     pub qos2: bool,
     /// Reason code to send: set by the publishing shard (0x10 if nothing matched in MQTT 5).
     pub reason: ReasonCode,
+    /// The lane the PUBLISH came on.
+    pub lane: u32,
 }
 
 /// A new subscription asking for retained messages.
@@ -396,6 +400,10 @@ pub enum Read {
     WriteBlocked,
     /// The connection is closing; stop reading it.
     Closing,
+    /// A packet that may not travel on this lane (a data stream of a multi-stream QUIC
+    /// connection carries PUBLISH, its acknowledgements, SUBSCRIBE and UNSUBSCRIBE only): the
+    /// driver resets the lane; the connection goes on.
+    Refused,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -461,6 +469,54 @@ struct Conn {
     auth: Option<Box<ConnAuth>>,
     /// The client's verified TLS certificate, on a TLS listener with client verification.
     peer_cert: Option<Box<crate::tls::PeerCert>>,
+    /// The lane the packet being handled arrived on: answers go back there.
+    lane: u32,
+    /// Which lane each stretch of `out` is for, on a connection with several
+    /// ([`Shard::enable_lanes`], QUIC multi-stream); `None` when everything goes on lane 0.
+    lanes: Option<Box<LaneMarks>>,
+}
+
+/// The lanes of a connection's queued output: consecutive (lane, bytes) stretches, oldest
+/// first, in step with its [`OutQueue`]. Bounded by it: one entry per lane switch.
+#[derive(Debug, Default)]
+struct LaneMarks {
+    marks: VecDeque<(u32, usize)>,
+    scratch: Vec<Bytes>,
+}
+
+impl LaneMarks {
+    fn record(&mut self, lane: u32, n: usize) {
+        match self.marks.back_mut() {
+            Some((l, len)) if *l == lane => *len += n,
+            _ if n > 0 => self.marks.push_back((lane, n)),
+            _ => {}
+        }
+    }
+
+    /// Splits `chunks` (everything the queue held) into per-lane pieces, without copying.
+    fn split(&mut self, chunks: &mut Vec<Bytes>, into: &mut Vec<(u32, Bytes)>) {
+        for mut chunk in chunks.drain(..) {
+            while !chunk.is_empty() {
+                let Some((lane, left)) = self.marks.front_mut() else {
+                    into.push((0, chunk));
+                    break;
+                };
+                let lane = *lane;
+                if *left >= chunk.len() {
+                    *left -= chunk.len();
+                    if *left == 0 {
+                        self.marks.pop_front();
+                    }
+                    into.push((lane, chunk));
+                    break;
+                }
+                let head = chunk.split_to(*left);
+                self.marks.pop_front();
+                into.push((lane, head));
+            }
+        }
+        self.marks.clear();
+    }
 }
 
 /// A connection's enhanced authentication (4.12): boxed, as few clients use it.
@@ -559,6 +615,8 @@ enum FenceDone {
     /// message published anywhere after SUBACK reaches the subscriber.
     SubAck {
         conn: Key,
+        /// The lane the SUBSCRIBE came on.
+        lane: u32,
         /// `None` for the broker's own subscriptions (auto-subscribe).
         ack: Option<Box<SubAck>>,
         retained: Option<Box<RetainWanted>>,
@@ -754,6 +812,8 @@ impl Shard {
             problem_information: true,
             auth: None,
             peer_cert: None,
+            lane: 0,
+            lanes: None,
         });
         self.stats.connections_accepted += 1;
         self.arm(now + self.settings.idle_timeout, Timer::ConnectTimeout(key));
@@ -793,6 +853,22 @@ impl Shard {
     /// Bytes were read from `conn` into `buf`. Decodes and handles up to
     /// `Settings::max_packets_per_read` packets.
     pub fn handle_read(&mut self, now: Instant, conn: Key, buf: &mut BytesMut) -> Read {
+        self.handle_read_lane(now, conn, 0, buf)
+    }
+
+    /// [`Shard::handle_read`] for bytes of one lane of a connection with several (a QUIC
+    /// multi-stream connection: lane 0 is its control stream, every other lane one data
+    /// stream, with its own `buf`). Answers go back on the lane the request came on. A data
+    /// lane is read only once the connection is connected ([`Shard::is_connected`]), and
+    /// carries PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE and UNSUBSCRIBE only: any
+    /// other packet there is [`Read::Refused`].
+    pub fn handle_read_lane(
+        &mut self,
+        now: Instant,
+        conn: Key,
+        lane: u32,
+        buf: &mut BytesMut,
+    ) -> Read {
         let mut budget = self.settings.max_packets_per_read;
         let result = loop {
             let Some(c) = self.conns.get_mut(conn) else {
@@ -801,6 +877,8 @@ impl Shard {
             match c.state {
                 ConnState::Closing => break Read::Closing,
                 ConnState::Registering(_) => break Read::Paused,
+                ConnState::Connected => {}
+                _ if lane != 0 => break Read::Paused,
                 _ => {}
             }
             if budget == 0 {
@@ -811,6 +889,11 @@ impl Shard {
                 // reading it until its socket drains, so this buffer stays bounded.
                 break Read::WriteBlocked;
             }
+            // On a data lane, the packet type decides before the decoder does (which refuses a
+            // second CONNECT as soon as it sees its first byte).
+            if lane != 0 && buf.first().is_some_and(|b| !data_lane_type(b >> 4)) {
+                break Read::Refused;
+            }
             let before = buf.len();
             match c.decoder.decode(buf) {
                 Ok(Some(packet)) => {
@@ -818,7 +901,11 @@ impl Shard {
                     c.last_rx = now;
                     self.stats.packets_received += 1;
                     self.stats.bytes_received += (before - buf.len()) as u64;
+                    c.lane = lane;
                     self.handle_packet(now, conn, packet);
+                    if let Some(c) = self.conns.get_mut(conn) {
+                        c.lane = 0;
+                    }
                     // A registration on this very shard completes right away.
                     self.drain_local(now);
                 }
@@ -897,6 +984,49 @@ impl Shard {
             c.write_pending = false;
         }
         Some(e)
+    }
+
+    /// Lets `conn` answer on several lanes ([`Shard::handle_read_lane`]); its output is then
+    /// taken with [`Shard::take_output_lanes`].
+    pub fn enable_lanes(&mut self, conn: Key) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.lanes.get_or_insert_default();
+        }
+    }
+
+    /// Whether `conn` has been sent its CONNACK and its session is attached.
+    pub fn is_connected(&self, conn: Key) -> bool {
+        self.conns
+            .get(conn)
+            .is_some_and(|c| matches!(c.state, ConnState::Connected))
+    }
+
+    /// Bytes queued for `conn` and not yet taken.
+    pub fn output_len(&self, conn: Key) -> usize {
+        self.conns.get(conn).map_or(0, |c| c.out.len())
+    }
+
+    /// [`Shard::take_output`] with the lane of each piece (0 for all of it on a connection
+    /// without [`Shard::enable_lanes`]). The pieces share the queued buffers.
+    pub fn take_output_lanes(&mut self, conn: Key, into: &mut Vec<(u32, Bytes)>) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            return;
+        };
+        let bytes = c.out.len();
+        match c.lanes.as_deref_mut() {
+            Some(lanes) => {
+                let mut chunks = std::mem::take(&mut lanes.scratch);
+                c.out.take(&mut chunks);
+                lanes.split(&mut chunks, into);
+                lanes.scratch = chunks;
+            }
+            None => {
+                let mut chunks = Vec::new();
+                c.out.take(&mut chunks);
+                into.extend(chunks.into_iter().map(|b| (0, b)));
+            }
+        }
+        self.stats.bytes_sent += bytes as u64;
     }
 
     /// Moves the bytes queued for `conn` into `into`, oldest first.
@@ -1511,8 +1641,10 @@ impl Shard {
             }
             return;
         }
+        let lane = self.conns.get(conn).map_or(0, |c| c.lane);
         let stored_ack = (qos != QoS::AtMostOnce).then_some(StoredAck {
             conn: conn.to_u64(),
+            lane,
             packet_id,
             qos2: qos == QoS::ExactlyOnce,
             reason: if v == ProtocolVersion::V5 {
@@ -2010,11 +2142,12 @@ impl Shard {
                     }
                     FenceDone::SubAck {
                         conn,
+                        lane,
                         ack,
                         retained,
                     } => {
                         if let Some(ack) = ack {
-                            self.send(conn, &Packet::SubAck(*ack));
+                            self.send_on(conn, lane, &Packet::SubAck(*ack));
                         }
                         if let Some(r) = retained {
                             self.query_retained(*r);
@@ -2170,6 +2303,9 @@ impl Shard {
                     let head = c.out.buf().len() - before;
                     c.out.wrote(head);
                     c.out.push_payload(enc.payload());
+                    if let Some(lanes) = c.lanes.as_deref_mut() {
+                        lanes.record(q.lane, head + enc.payload().len());
+                    }
                     self.stats.messages_sent += 1;
                     self.stats.packets_sent += 1;
                     self.want_write(conn);
@@ -2374,6 +2510,7 @@ impl Shard {
     /// Handles a SUBSCRIBE; `reply` is false for the broker's own (auto-subscribe), which gets
     /// no SUBACK.
     fn on_subscribe(&mut self, conn: Key, sid: Key, sub: Subscribe, reply: bool) {
+        let lane = self.conns.get(conn).map_or(0, |c| c.lane);
         let mut announced = false;
         let mut retained_for: Vec<(MqttStr, SubEntry)> = Vec::new();
         let mut exclusive: Vec<(usize, MqttStr, SubEntry)> = Vec::new();
@@ -2400,6 +2537,7 @@ impl Shard {
                 let entry = SubEntry {
                     options,
                     id: sub_id,
+                    lane,
                 };
                 if let Some(sess) = self.sessions.get_mut(sid) {
                     sess.subscriptions.insert(owned(&s.filter), entry);
@@ -2423,6 +2561,7 @@ impl Shard {
                         SubEntry {
                             options,
                             id: sub_id,
+                            lane,
                         },
                     ));
                     // Filled in when the lock answers.
@@ -2438,6 +2577,7 @@ impl Shard {
                 let entry = SubEntry {
                     options,
                     id: sub_id,
+                    lane,
                 };
                 let filter = owned(&s.filter);
                 let existed = self
@@ -2488,6 +2628,7 @@ impl Shard {
                 request,
                 PendingSub {
                     conn,
+                    lane,
                     sid,
                     ack,
                     reply,
@@ -2511,6 +2652,7 @@ impl Shard {
             // route over the rings; answer once every shard has it.
             self.start_fence(FenceDone::SubAck {
                 conn,
+                lane,
                 ack: reply.then(|| Box::new(ack)),
                 retained,
             });
@@ -2646,11 +2788,12 @@ impl Shard {
         if announced && self.shards > 1 {
             self.start_fence(FenceDone::SubAck {
                 conn: p.conn,
+                lane: p.lane,
                 ack: p.reply.then(|| Box::new(p.ack)),
                 retained: None,
             });
         } else if p.reply {
-            self.send(p.conn, &Packet::SubAck(p.ack));
+            self.send_on(p.conn, p.lane, &Packet::SubAck(p.ack));
         }
     }
 
@@ -2715,9 +2858,9 @@ impl Shard {
                 };
                 let conn = Key::from_u64(a.conn);
                 if a.qos2 {
-                    self.send(conn, &Packet::PubRec(ack));
+                    self.send_on(conn, a.lane, &Packet::PubRec(ack));
                 } else {
-                    self.send(conn, &Packet::PubAck(ack));
+                    self.send_on(conn, a.lane, &Packet::PubAck(ack));
                 }
             }
             RetainMsg::Query(q) => {
@@ -2762,6 +2905,7 @@ impl Shard {
                         retain: true,
                         sub_ids: ids.clone(),
                         shared: None,
+                        lane: r.entry.lane,
                     };
                     self.stats.retained_delivered += 1;
                     self.dispatch(now, sid, q);
@@ -3340,7 +3484,15 @@ impl Shard {
         self.events.push_back(Event::Close(conn));
     }
 
+    /// Queues `packet` on the lane of the packet being handled (lane 0 outside a read).
     fn send(&mut self, conn: Key, packet: &Packet) {
+        let lane = self.conns.get(conn).map_or(0, |c| c.lane);
+        self.send_on(conn, lane, packet);
+    }
+
+    /// Queues `packet` on `lane` (an answer that waited for other shards goes back on the
+    /// lane its request came on).
+    fn send_on(&mut self, conn: Key, lane: u32, packet: &Packet) {
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
@@ -3348,6 +3500,9 @@ impl Shard {
         if packet.encode(c.version, c.out.buf()).is_ok() {
             let n = c.out.buf().len() - before;
             c.out.wrote(n);
+            if let Some(lanes) = c.lanes.as_deref_mut() {
+                lanes.record(lane, n);
+            }
             self.stats.packets_sent += 1;
             self.want_write(conn);
         }
@@ -3542,7 +3697,12 @@ fn merge_delivery<'a>(
     let mut qos = None;
     let mut rap = false;
     let mut ids = SubIds::None;
+    let mut lane = 0;
     for e in subs {
+        // The lane of the (first) subscription with the highest QoS.
+        if qos.is_none_or(|q| e.options.qos > q) {
+            lane = e.lane;
+        }
         qos = qos.max(Some(e.options.qos));
         rap |= e.options.retain_as_published;
         if let Some(id) = e.id {
@@ -3559,7 +3719,15 @@ fn merge_delivery<'a>(
         retain: rap && msg.retain,
         sub_ids: ids,
         shared: None,
+        lane,
     })
+}
+
+/// Packet types a data lane may carry (EMQX's multi-stream mode, EIP-0023): PUBLISH, PUBACK,
+/// PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, UNSUBSCRIBE. A data stream carries application traffic;
+/// the connection's own packets (CONNECT, PINGREQ, DISCONNECT, AUTH) go on the control stream.
+fn data_lane_type(packet_type: u8) -> bool {
+    matches!(packet_type, 3..=8 | 10)
 }
 
 /// A copy of `s` in its own allocation, for strings that outlive the packet they came in.

@@ -591,7 +591,8 @@ async fn read_loop<R: CancelableAsyncReadRent>(ctx: Rc<Ctx>, key: Key, io: Rc<Co
                         break 'conn;
                     }
                 }
-                Read::Closing => break 'conn,
+                // Lane 0 (a socket's only one) refuses nothing.
+                Read::Closing | Read::Refused => break 'conn,
             }
         };
         // Backpressure: a full ring stops reading.

@@ -11,6 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -141,25 +142,66 @@ pub fn owner_of(datagram: &[u8], key: u64, shards: u16) -> Option<u16> {
     (shard < shards).then_some(shard)
 }
 
-/// One QUIC connection and the session-core connection its MQTT stream feeds.
+/// One QUIC connection and the session-core connection its MQTT streams feed.
 struct QuicConn {
     conn: quinn_proto::Connection,
     /// Until when the handshake may run.
     handshake_deadline: Instant,
-    /// The session-core connection, once the client opened its MQTT stream.
+    /// The session-core connection, once the client opened its first stream.
     key: Option<Key>,
-    /// The MQTT stream (single-stream mode).
+    /// The control stream: the first bidirectional stream the client opened (in single-stream
+    /// mode, the only one). It is the core connection's lane 0.
     stream: Option<StreamId>,
-    /// MQTT bytes received, not yet decoded.
+    /// MQTT bytes received on the control stream, not yet decoded.
     inbox: BytesMut,
-    /// MQTT bytes the core wrote that the stream has not taken yet.
+    /// MQTT bytes for the control stream that it has not taken yet.
     outbox: VecDeque<Bytes>,
+    /// Data streams (multi-stream mode), each its own lane of the core connection.
+    data: Vec<DataStream>,
+    /// Bytes in all outboxes: the core's output is taken only while this is small, so a
+    /// client that does not read leaves the backlog in the core, where it is bounded.
+    pending: usize,
     /// The core closed the connection.
     closing: bool,
     /// The MQTT stream was finished at this time; the connection closes once the client has
     /// it all (or after [`LINGER`]), so a closing DISCONNECT is not lost.
     finished_at: Option<Instant>,
 }
+
+/// A data stream of a multi-stream connection (EMQX's EIP-0023): a further bidirectional
+/// stream the client opened for PUBLISH and SUBSCRIBE traffic. Its answers, and the messages
+/// of the subscriptions made on it, go back on it.
+struct DataStream {
+    id: StreamId,
+    /// Its lane in the core connection: unique in the process (see [`next_lane`]), so a
+    /// subscription made on a stream of an earlier connection of the session never names a
+    /// stream of this one, and its messages go on the control stream.
+    lane: u32,
+    inbox: BytesMut,
+    outbox: VecDeque<Bytes>,
+    /// The client finished its side: once what it sent is handled and our output written, the
+    /// stream ends and its lane's messages go on the control stream.
+    fin: bool,
+}
+
+/// A lane number for a new data stream: never 0 (the control stream's), unique across every
+/// shard until 2^32 - 1 data streams have been opened.
+fn next_lane() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    loop {
+        let lane = NEXT.fetch_add(1, Ordering::Relaxed);
+        if lane != 0 {
+            return lane;
+        }
+    }
+}
+
+/// QUIC application error code with which a data stream carrying a packet it may not carry is
+/// reset: MQTT's Protocol Error reason code.
+const PROTOCOL_ERROR: u32 = 0x82;
+
+/// Core output is taken into the stream outboxes only while they hold less than this.
+const OUTBOX_LIMIT: usize = 256 * 1024;
 
 /// How long a closing connection waits for its last stream bytes to be acknowledged.
 const LINGER: Duration = Duration::from_secs(1);
@@ -172,7 +214,7 @@ pub struct QuicEndpoint {
     local: SocketAddr,
     /// Datagrams to send, with their destination.
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
-    scratch: Vec<Bytes>,
+    scratch: Vec<(u32, Bytes)>,
     handshake_idle_timeout: Duration,
     stateless_retry: bool,
     /// Connections with something to do (a datagram, a timer, core output) since the last
@@ -269,6 +311,8 @@ impl QuicEndpoint {
                                 stream: None,
                                 inbox: BytesMut::new(),
                                 outbox: VecDeque::new(),
+                                data: Vec::new(),
+                                pending: 0,
                                 closing: false,
                                 finished_at: None,
                             },
@@ -367,20 +411,42 @@ impl QuicEndpoint {
                 match ev {
                     Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
                         while let Some(id) = c.conn.streams().accept(Dir::Bi) {
-                            if c.stream.is_none() {
-                                c.stream = Some(id);
-                                let peer = c.conn.remote_address();
-                                let key = shard.handle_accept(now, peer);
-                                c.key = Some(key);
-                                self.by_key.insert(key, ch);
-                            } else {
-                                // Single-stream mode: further streams are refused.
-                                let _ = c.conn.recv_stream(id).stop(VarInt::from_u32(0));
+                            match c.key {
+                                None if c.stream.is_none() => {
+                                    // The first stream: the control stream, lane 0.
+                                    c.stream = Some(id);
+                                    let peer = c.conn.remote_address();
+                                    let key = shard.handle_accept(now, peer);
+                                    shard.enable_lanes(key);
+                                    c.key = Some(key);
+                                    self.by_key.insert(key, ch);
+                                }
+                                Some(_) if !c.closing && c.finished_at.is_none() => {
+                                    c.data.push(DataStream {
+                                        id,
+                                        lane: next_lane(),
+                                        inbox: BytesMut::new(),
+                                        outbox: VecDeque::new(),
+                                        fin: false,
+                                    });
+                                }
+                                _ => {
+                                    let _ = c.conn.recv_stream(id).stop(VarInt::from_u32(0));
+                                }
                             }
                         }
                     }
                     Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => {
                         while let Some(id) = c.conn.streams().accept(Dir::Uni) {
+                            let _ = c.conn.recv_stream(id).stop(VarInt::from_u32(0));
+                        }
+                    }
+                    // The client stopped reading a data stream: it is gone, its lane's
+                    // messages go on the control stream.
+                    Event::Stream(StreamEvent::Stopped { id, .. }) if Some(id) != c.stream => {
+                        if let Some(i) = c.data.iter().position(|d| d.id == id) {
+                            let d = c.data.swap_remove(i);
+                            c.pending -= d.outbox.iter().map(Bytes::len).sum::<usize>();
                             let _ = c.conn.recv_stream(id).stop(VarInt::from_u32(0));
                         }
                     }
@@ -396,27 +462,14 @@ impl QuicEndpoint {
                     _ => {}
                 }
             }
-            // Stream → core.
             let mut finished = false;
             if let (Some(id), Some(key)) = (c.stream, c.key) {
-                match c.conn.recv_stream(id).read(true) {
-                    Ok(mut chunks) => {
-                        loop {
-                            match chunks.next(usize::MAX) {
-                                Ok(Some(chunk)) => c.inbox.extend_from_slice(&chunk.bytes),
-                                // The client finished or reset its MQTT stream: the MQTT
-                                // connection ends as if the socket closed (a will is due).
-                                Ok(None) | Err(quinn_proto::ReadError::Reset(_)) => {
-                                    finished = true;
-                                    break;
-                                }
-                                Err(quinn_proto::ReadError::Blocked) => break,
-                            }
-                        }
-                        let _ = chunks.finalize();
-                    }
-                    Err(quinn_proto::ReadableError::ClosedStream) => finished = true,
-                    Err(_) => {}
+                // Control stream → core.
+                match read_stream(&mut c.conn, id, &mut c.inbox) {
+                    StreamRead::Open => {}
+                    // The client finished or reset its control stream: the MQTT connection
+                    // ends as if the socket closed (a will is due).
+                    StreamRead::Finished | StreamRead::Reset => finished = true,
                 }
                 if !c.inbox.is_empty() {
                     // Bounded per pump: the core handles at most its per-read budget; the rest
@@ -425,26 +478,67 @@ impl QuicEndpoint {
                         again.push(ch);
                     }
                 }
-                // Core → stream.
-                self.scratch.clear();
-                shard.take_output(key, &mut self.scratch);
-                c.outbox.extend(self.scratch.drain(..));
-                while let Some(front) = c.outbox.front_mut() {
-                    match c.conn.send_stream(id).write(front) {
-                        Ok(n) if n == front.len() => {
-                            c.outbox.pop_front();
+                // Data streams → core, once CONNACK is out (a data stream opened earlier
+                // waits for it in quinn's receive buffer, within its flow-control window).
+                if !finished && shard.is_connected(key) {
+                    let mut i = 0;
+                    while i < c.data.len() {
+                        let d = &mut c.data[i];
+                        let mut gone = false;
+                        match read_stream(&mut c.conn, d.id, &mut d.inbox) {
+                            StreamRead::Open => {}
+                            StreamRead::Finished => d.fin = true,
+                            StreamRead::Reset => gone = true,
                         }
-                        Ok(n) => {
-                            bytes::Buf::advance(front, n);
-                            break;
+                        if !gone && !d.inbox.is_empty() {
+                            match shard.handle_read_lane(now, key, d.lane, &mut d.inbox) {
+                                Read::More => again.push(ch),
+                                Read::Refused => {
+                                    let code = VarInt::from_u32(PROTOCOL_ERROR);
+                                    let _ = c.conn.send_stream(d.id).reset(code);
+                                    let _ = c.conn.recv_stream(d.id).stop(code);
+                                    gone = true;
+                                }
+                                _ => {}
+                            }
                         }
-                        Err(_) => {
-                            c.outbox.clear();
-                            break;
+                        if gone {
+                            let d = c.data.swap_remove(i);
+                            c.pending -= d.outbox.iter().map(Bytes::len).sum::<usize>();
+                            continue;
+                        }
+                        i += 1;
+                    }
+                }
+                // Core → streams: each piece on its lane's stream; a lane without a stream
+                // (ended, or from an earlier connection of the session) on the control stream.
+                if c.pending < OUTBOX_LIMIT {
+                    self.scratch.clear();
+                    shard.take_output_lanes(key, &mut self.scratch);
+                    for (lane, bytes) in self.scratch.drain(..) {
+                        c.pending += bytes.len();
+                        match c.data.iter_mut().find(|d| d.lane == lane && lane != 0) {
+                            Some(d) => d.outbox.push_back(bytes),
+                            None => c.outbox.push_back(bytes),
                         }
                     }
                 }
-                if c.closing && c.outbox.is_empty() {
+                c.pending -= write_stream(&mut c.conn, id, &mut c.outbox);
+                let mut i = 0;
+                while i < c.data.len() {
+                    let d = &mut c.data[i];
+                    c.pending -= write_stream(&mut c.conn, d.id, &mut d.outbox);
+                    if d.fin && d.outbox.is_empty() && !again.contains(&ch) {
+                        let _ = c.conn.send_stream(d.id).finish();
+                        c.data.swap_remove(i);
+                        continue;
+                    }
+                    i += 1;
+                }
+                if c.closing && c.outbox.is_empty() && c.data.iter().all(|d| d.outbox.is_empty()) {
+                    for d in c.data.drain(..) {
+                        let _ = c.conn.send_stream(d.id).finish();
+                    }
                     let _ = c.conn.send_stream(id).finish();
                     c.finished_at = Some(now);
                     c.closing = false;
@@ -460,7 +554,7 @@ impl QuicEndpoint {
                     ended.push(key);
                 }
                 if finished && !lost {
-                    // No MQTT without its stream: close the QUIC connection too.
+                    // No MQTT without its control stream: close the QUIC connection too.
                     c.conn.close(
                         now,
                         VarInt::from_u32(0),
@@ -507,6 +601,72 @@ impl QuicEndpoint {
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
         self.transmits.pop_front()
     }
+}
+
+/// What reading a stream found.
+enum StreamRead {
+    /// Open: more may come.
+    Open,
+    /// The client finished its side (everything it sent is in the inbox).
+    Finished,
+    /// The client reset it, or it is gone.
+    Reset,
+}
+
+/// Moves what stream `id` has received into `inbox` (bounded by the stream's flow-control
+/// window).
+fn read_stream(
+    conn: &mut quinn_proto::Connection,
+    id: StreamId,
+    inbox: &mut BytesMut,
+) -> StreamRead {
+    let mut recv = conn.recv_stream(id);
+    let mut chunks = match recv.read(true) {
+        Ok(chunks) => chunks,
+        Err(quinn_proto::ReadableError::ClosedStream) => return StreamRead::Finished,
+        Err(_) => return StreamRead::Open,
+    };
+    let state = loop {
+        match chunks.next(usize::MAX) {
+            Ok(Some(chunk)) => inbox.extend_from_slice(&chunk.bytes),
+            Ok(None) => break StreamRead::Finished,
+            Err(quinn_proto::ReadError::Reset(_)) => break StreamRead::Reset,
+            Err(quinn_proto::ReadError::Blocked) => break StreamRead::Open,
+        }
+    };
+    let _ = chunks.finalize();
+    state
+}
+
+/// Writes what `outbox` holds to stream `id` as far as flow control lets it; returns the bytes
+/// written, or dropped if the stream can no longer be written (stopped by the client).
+fn write_stream(
+    conn: &mut quinn_proto::Connection,
+    id: StreamId,
+    outbox: &mut VecDeque<Bytes>,
+) -> usize {
+    let mut done = 0;
+    let mut send = conn.send_stream(id);
+    while let Some(front) = outbox.front_mut() {
+        match send.write(front) {
+            Ok(n) if n == front.len() => {
+                done += n;
+                outbox.pop_front();
+            }
+            Ok(n) => {
+                done += n;
+                bytes::Buf::advance(front, n);
+                break;
+            }
+            Err(quinn_proto::WriteError::Blocked) => break,
+            Err(_) => {
+                done += outbox.iter().map(Bytes::len).sum::<usize>();
+                outbox.clear();
+                break;
+            }
+        }
+    }
+    done
 }
 
 #[cfg(test)]

@@ -17,6 +17,10 @@ pub struct SubEntry {
     pub options: SubscriptionOptions,
     /// Subscription Identifier (v5).
     pub id: Option<u32>,
+    /// The lane (QUIC stream of a multi-stream connection) the SUBSCRIBE arrived on: messages
+    /// for this subscription are written there. 0 is the connection's main stream (and every
+    /// TCP, TLS or WebSocket connection's only one).
+    pub lane: u32,
 }
 
 /// Subscription identifiers that go with one delivery: none and one are stored inline; only
@@ -57,6 +61,8 @@ pub struct Queued {
     /// Set when the delivery comes from a shared subscription: the group's key, so it can be
     /// sent to another member if this one leaves before acknowledging it.
     pub shared: Option<u64>,
+    /// The lane to write it on (the subscription's, [`SubEntry::lane`]).
+    pub lane: u32,
 }
 
 /// Where an outgoing QoS 1/2 message is in its flow.

@@ -1,7 +1,8 @@
 //! The QUIC layer without sockets or a runtime: a quinn-proto client and two shards' QUIC
 //! endpoints exchange datagrams in memory on a virtual clock. The handshake, MQTT over the
 //! first stream to the session core and back, a client address change whose datagrams the
-//! kernel would give to the other shard (handed to the owner), and the idle timeout.
+//! kernel would give to the other shard (handed to the owner), the idle timeout, and EMQX's
+//! multi-stream mode (a control stream and data streams, answers on the stream they answer).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use bytes::BytesMut;
 use quinn_proto::{ClientConfig, ConnectionHandle, Dir, Endpoint, EndpointConfig, StreamId};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use shard::quic::{QuicEndpoint, QuicOptions, owner_of};
-use shard::{Settings, Shard};
+use shard::{Event, Settings, Shard};
 
 const KEY: u64 = 0x5eed_cafe_f00d_beef;
 
@@ -133,6 +134,15 @@ impl World {
                     BytesMut::from(&buf[..]),
                 );
             }
+            // What the core has for its connections, as the driver tells the endpoints.
+            while let Some(ev) = self.core.poll_event() {
+                for q in &mut self.shards {
+                    match ev {
+                        Event::Write(k) | Event::Resume(k) => q.wake(k),
+                        Event::Close(k) => q.close(k),
+                    }
+                }
+            }
             // Server → client, from shard 0 (owner) only: shard 1 never owns it here.
             for s in 0..2 {
                 let ended = self.shards[s].pump(self.now, &mut self.core);
@@ -166,7 +176,18 @@ impl World {
                     self.conn.handle_event(back);
                 }
             }
-            while self.conn.poll().is_some() {}
+            while let Some(ev) = self.conn.poll() {
+                // RFC 9000, 3.5: STOP_SENDING is answered with RESET_STREAM (quinn-proto leaves
+                // it to the application).
+                if let quinn_proto::Event::Stream(quinn_proto::StreamEvent::Stopped {
+                    id,
+                    error_code,
+                }) = ev
+                {
+                    let _ = self.conn.send_stream(id).reset(error_code);
+                    moved = true;
+                }
+            }
             if !moved {
                 return;
             }
@@ -303,4 +324,123 @@ fn a_handshake_that_stalls_is_abandoned() {
         0,
         "gone after handshake_idle_timeout (10 s), long before the 60 s idle timeout"
     );
+}
+
+/// What the client's side of stream `id` ended with: the reset code if the server reset it.
+fn reset_code(w: &mut World, id: StreamId) -> Option<u64> {
+    let mut recv = w.conn.recv_stream(id);
+    let mut chunks = recv.read(true).ok()?;
+    let code = loop {
+        match chunks.next(usize::MAX) {
+            Ok(Some(_)) => {}
+            Err(quinn_proto::ReadError::Reset(code)) => break Some(code.into_inner()),
+            _ => break None,
+        }
+    };
+    let _ = chunks.finalize();
+    code
+}
+
+#[test]
+fn multi_stream_answers_on_the_stream_of_the_request() {
+    let mut w = World::new(Duration::from_secs(60), false);
+    w.exchange();
+    // Control stream: CONNECT. A data stream opened before CONNACK: SUBSCRIBE t (QoS 1).
+    let control = w.conn.streams().open(Dir::Bi).unwrap();
+    w.conn.send_stream(control).write(CONNECT).unwrap();
+    let data = w.conn.streams().open(Dir::Bi).unwrap();
+    w.conn
+        .send_stream(data)
+        .write(&[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b't', 0x01])
+        .unwrap();
+    w.exchange();
+    assert_eq!(
+        w.read(control),
+        [0x20, 0x02, 0x00, 0x00],
+        "CONNACK on control"
+    );
+    assert_eq!(
+        w.read(data),
+        [0x90, 0x03, 0x00, 0x01, 0x01],
+        "SUBACK on data"
+    );
+
+    // PUBLISH QoS 1 to t on the data stream: its PUBACK and the delivery of t come back on
+    // the data stream; the control stream gets nothing.
+    let publish = [0x32, 0x07, 0x00, 0x01, b't', 0x00, 0x02, b'h', b'i'];
+    w.conn.send_stream(data).write(&publish).unwrap();
+    w.exchange();
+    let got = w.read(data);
+    let delivery = [0x32, 0x07, 0x00, 0x01, b't', 0x00, 0x01, b'h', b'i'];
+    let puback = [0x40, 0x02, 0x00, 0x02];
+    assert_eq!(got, [&delivery[..], &puback[..]].concat(), "{got:02x?}");
+    assert_eq!(w.read(control), b"", "nothing on the control stream");
+    w.conn
+        .send_stream(data)
+        .write(&[0x40, 0x02, 0x00, 0x01])
+        .unwrap();
+
+    // PINGREQ belongs on the control stream: on a second data stream it resets that stream
+    // (0x82, Protocol Error); the connection and the first data stream go on.
+    let bad = w.conn.streams().open(Dir::Bi).unwrap();
+    w.conn.send_stream(bad).write(PINGREQ).unwrap();
+    w.conn.send_stream(control).write(PINGREQ).unwrap();
+    w.exchange();
+    assert_eq!(reset_code(&mut w, bad), Some(0x82), "data stream reset");
+    assert_eq!(w.read(control), PINGRESP, "control stream answers");
+    assert_eq!(w.core.connection_count(), 1, "connection alive");
+
+    // The client aborts the data stream: the connection stays, and t's messages (its
+    // subscription was made there) now come on the control stream.
+    w.conn
+        .send_stream(data)
+        .reset(quinn_proto::VarInt::from_u32(0))
+        .unwrap();
+    w.conn
+        .recv_stream(data)
+        .stop(quinn_proto::VarInt::from_u32(0))
+        .unwrap();
+    w.exchange();
+    let other = w.conn.streams().open(Dir::Bi).unwrap();
+    w.conn
+        .send_stream(other)
+        .write(&[0x30, 0x05, 0x00, 0x01, b't', b'y', b'o'])
+        .unwrap();
+    w.exchange();
+    assert_eq!(
+        w.read(control),
+        [0x30, 0x05, 0x00, 0x01, b't', b'y', b'o'],
+        "delivered on the control stream once its stream is gone"
+    );
+    assert_eq!(w.read(other), b"", "not on the publisher's stream");
+    assert_eq!(w.core.connection_count(), 1);
+}
+
+#[test]
+fn a_connect_on_a_data_stream_resets_that_stream_only() {
+    let mut w = World::new(Duration::from_secs(60), false);
+    w.exchange();
+    let control = w.conn.streams().open(Dir::Bi).unwrap();
+    w.conn.send_stream(control).write(CONNECT).unwrap();
+    w.exchange();
+    assert_eq!(w.read(control), [0x20, 0x02, 0x00, 0x00]);
+    // More data streams than the 10 allowed at once, each starting a second CONNECT (its
+    // first byte is enough to refuse it): each is reset, which frees its slot for the next.
+    let mut reset = 0;
+    for _ in 0..12 {
+        let d = w
+            .conn
+            .streams()
+            .open(Dir::Bi)
+            .unwrap_or_else(|| panic!("no stream credit after {reset} resets"));
+        w.conn.send_stream(d).write(&[0x10]).unwrap();
+        w.exchange();
+        assert_eq!(reset_code(&mut w, d), Some(0x82));
+        reset += 1;
+        assert!(!w.conn.is_closed());
+    }
+    assert_eq!(reset, 12);
+    w.conn.send_stream(control).write(PINGREQ).unwrap();
+    w.exchange();
+    assert_eq!(w.read(control), PINGRESP, "the connection goes on");
 }

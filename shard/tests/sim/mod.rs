@@ -639,7 +639,8 @@ impl Sim {
                 self.ready.insert(id);
             }
             Read::Paused => c.paused = true,
-            Read::Closing => c.read_closed = true,
+            // Lane 0, the only one here, refuses nothing.
+            Read::Closing | Read::Refused => c.read_closed = true,
         }
         self.pump(shard);
         r

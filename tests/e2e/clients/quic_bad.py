@@ -3,7 +3,8 @@
   quic_bad.py PORT reset    CONNECT, half a PUBLISH, then a reset of the MQTT stream: the
                             broker must close the connection.
   quic_bad.py PORT streams  CONNECT on the first stream, then more bidirectional streams than
-                            allowed: the extra ones are refused, MQTT on the first goes on.
+                            allowed, each starting a second CONNECT: a data stream may not
+                            carry one, so each is reset; MQTT on the first goes on.
 
 Prints one JSON result line.
 """
