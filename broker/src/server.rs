@@ -437,6 +437,7 @@ fn quic_config(
         peer_unidi_stream_count: q.peer_unidi_stream_count,
         handshake_idle_timeout: q.handshake_idle_timeout,
         stateless_retry: q.stateless_retry,
+        gso: q.gso,
     };
     let server =
         shard::quic::server_config(Arc::new(tls), &options).map_err(|e| format!("{key}: {e}"))?;

@@ -40,7 +40,9 @@ use crate::settings::Settings;
 use crate::slab::Key;
 use crate::stats::Stats;
 use crate::tls::{Decrypted, TlsConn};
+use crate::udp;
 use crate::ws::{WsConn, WsOptions, WsStatus};
+use std::os::fd::AsRawFd as _;
 
 /// Which I/O driver a shard runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,6 +341,8 @@ struct Ctx {
     quic: RefCell<Option<QuicEndpoint>>,
     /// Woken when the core has output for a QUIC connection.
     quic_wake: Notify,
+    /// The transmits being sent (kept for its capacity).
+    quic_batch: RefCell<Vec<udp::Transmit>>,
     /// (this shard, shards, connection id key): to find a QUIC datagram's owner shard.
     quic_route: Cell<Option<(u16, u16, u64)>>,
     /// Woken when messages refused by a full ring have been sent.
@@ -427,6 +431,7 @@ async fn serve(
         per_listener: RefCell::new(Vec::new()),
         quic: RefCell::new(None),
         quic_wake: Notify::default(),
+        quic_batch: RefCell::new(Vec::with_capacity(udp::BATCH)),
         quic_route: Cell::new(None),
         unblocked: Notify::default(),
         blocked: Notify::default(),
@@ -454,7 +459,10 @@ async fn serve(
         q.socket.set_nonblocking(true)?;
         let local = q.socket.local_addr()?;
         let socket = Rc::new(monoio::net::udp::UdpSocket::from_std(q.socket)?);
-        let endpoint = QuicEndpoint::new(q.config, &q.options, local, spec.id, q.cid_key);
+        let mut endpoint = QuicEndpoint::new(q.config, &q.options, local, spec.id, q.cid_key);
+        if q.options.gso && udp::gso_supported(socket.as_raw_fd()) {
+            endpoint.set_max_segments(udp::MAX_GSO_SEGMENTS);
+        }
         *ctx.quic.borrow_mut() = Some(endpoint);
         ctx.quic_route.set(Some((spec.id, spec.shards, q.cid_key)));
         monoio::spawn(quic_recv_loop(ctx.clone(), socket.clone(), stop.clone()));
@@ -828,20 +836,69 @@ async fn quic_process(ctx: &Rc<Ctx>, socket: &monoio::net::udp::UdpSocket) {
         ctx.quic_wake.notify();
     }
     ctx.pump();
+    quic_send(ctx, socket).await;
+}
+
+/// Sends what the QUIC endpoint queued: up to [`udp::BATCH`] transmits per `sendmmsg` call,
+/// runs for one client as one GSO send. A full socket buffer falls back to the runtime's send,
+/// which waits for room; a socket that cannot segment turns GSO off for good.
+async fn quic_send(ctx: &Rc<Ctx>, socket: &monoio::net::udp::UdpSocket) {
+    let fd = socket.as_raw_fd();
+    let mut batch = std::mem::take(&mut *ctx.quic_batch.borrow_mut());
     loop {
-        let next = ctx
-            .quic
-            .borrow_mut()
-            .as_mut()
-            .and_then(QuicEndpoint::poll_transmit);
-        let Some((dest, data)) = next else {
+        let mut gso = false;
+        if let Some(q) = ctx.quic.borrow_mut().as_mut() {
+            while batch.len() < udp::BATCH {
+                let Some(t) = q.poll_transmit() else {
+                    break;
+                };
+                batch.push(t);
+            }
+            gso = q.max_segments() > 1;
+        }
+        if batch.is_empty() {
             break;
-        };
-        let (res, _) = socket.send_to(data, dest).await;
-        if let Err(e) = res {
-            log_warn(&format!("QUIC send to {dest}: {e}"));
+        }
+        let mut sent = 0;
+        while sent < batch.len() {
+            match udp::send_batch(fd, &batch[sent..], gso) {
+                Ok(n) => sent += n.max(1),
+                Err(e) => {
+                    if gso && udp::is_gso_error(&e) {
+                        log_warn(&format!(
+                            "QUIC socket: GSO refused ({e}); sending datagram by datagram"
+                        ));
+                        gso = false;
+                        if let Some(q) = ctx.quic.borrow_mut().as_mut() {
+                            q.set_max_segments(1);
+                        }
+                    } else if e.kind() != io::ErrorKind::WouldBlock {
+                        log_warn(&format!("QUIC send to {}: {e}", batch[sent].dest));
+                        sent += 1;
+                        continue;
+                    }
+                    // Wait for room (or send without GSO), one datagram at a time.
+                    let t = &batch[sent];
+                    for d in t.datagrams() {
+                        let (res, _) = socket.send_to(d.to_vec(), t.dest).await;
+                        if let Err(e) = res {
+                            log_warn(&format!("QUIC send to {}: {e}", t.dest));
+                            break;
+                        }
+                    }
+                    sent += 1;
+                }
+            }
+        }
+        if let Some(q) = ctx.quic.borrow_mut().as_mut() {
+            for t in batch.drain(..) {
+                q.recycle(t.data);
+            }
+        } else {
+            batch.clear();
         }
     }
+    *ctx.quic_batch.borrow_mut() = batch;
 }
 
 /// Reads once from `r` into the spare capacity of `buf` (at least `want` bytes of it), after

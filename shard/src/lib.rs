@@ -20,6 +20,7 @@ pub mod slab;
 pub mod stats;
 pub mod tls;
 pub mod trie;
+pub mod udp;
 pub mod ws;
 
 pub use crate::core::{Event, Read, RegistryMsg, Shard, ShardId, ShardMsg};

@@ -22,6 +22,7 @@ use quinn_proto::{
 
 use crate::core::{Read, Shard};
 use crate::slab::Key;
+use crate::udp::Transmit;
 
 /// QUIC settings of a listener (`listeners.quic.*`, EMQX's names where they exist).
 #[derive(Debug, Clone)]
@@ -40,6 +41,9 @@ pub struct QuicOptions {
     /// Answer a new client's first Initial with a Retry (address validation) before any
     /// handshake work (`stateless_retry`, ours).
     pub stateless_retry: bool,
+    /// Send runs of datagrams for one client with UDP GSO where the kernel has it (`gso`,
+    /// ours).
+    pub gso: bool,
 }
 
 /// The rustls configuration for QUIC (TLS 1.3, ALPN `mqtt`) and the options, as quinn-proto
@@ -212,8 +216,12 @@ pub struct QuicEndpoint {
     conns: HashMap<ConnectionHandle, QuicConn>,
     by_key: HashMap<Key, ConnectionHandle>,
     local: SocketAddr,
-    /// Datagrams to send, with their destination.
-    transmits: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Datagrams to send: single ones, or runs for one client to send with GSO.
+    transmits: VecDeque<Transmit>,
+    /// Buffers of sent transmits, for the next ones ([`QuicEndpoint::recycle`]).
+    spare: Vec<Vec<u8>>,
+    /// Datagrams one transmit may carry: 1, or up to [`crate::udp::MAX_GSO_SEGMENTS`] with GSO.
+    max_segments: usize,
     scratch: Vec<(u32, Bytes)>,
     handshake_idle_timeout: Duration,
     stateless_retry: bool,
@@ -233,6 +241,9 @@ impl std::fmt::Debug for QuicEndpoint {
 /// Most datagrams built per connection per pump.
 const MAX_TRANSMITS: usize = 64;
 
+/// Most spare transmit buffers kept.
+const MAX_SPARE: usize = 256;
+
 impl QuicEndpoint {
     /// The endpoint of shard `shard` accepting connections with `config`, on the socket bound
     /// to `local`; `cid_key` is the process-wide key of [`ShardCids`].
@@ -251,11 +262,41 @@ impl QuicEndpoint {
             by_key: HashMap::new(),
             local,
             transmits: VecDeque::new(),
+            spare: Vec::new(),
+            max_segments: 1,
             scratch: Vec::new(),
             handshake_idle_timeout: options.handshake_idle_timeout,
             stateless_retry: options.stateless_retry,
             dirty: Vec::new(),
         }
+    }
+
+    /// Lets one transmit carry up to `n` datagrams for one client (1 without GSO): the
+    /// driver sends such a run in one UDP GSO send.
+    pub fn set_max_segments(&mut self, n: usize) {
+        self.max_segments = n.clamp(1, crate::udp::MAX_GSO_SEGMENTS);
+    }
+
+    /// Datagrams one transmit may carry (above 1: GSO runs).
+    pub fn max_segments(&self) -> usize {
+        self.max_segments
+    }
+
+    /// Gives back the buffer of a sent transmit.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < MAX_SPARE {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
+    fn push_transmit(&mut self, t: &quinn_proto::Transmit, mut data: Vec<u8>) {
+        data.truncate(t.size);
+        self.transmits.push_back(Transmit {
+            dest: t.destination,
+            segment: t.segment_size.unwrap_or(t.size),
+            data,
+        });
     }
 
     fn mark(&mut self, ch: ConnectionHandle) {
@@ -283,7 +324,7 @@ impl QuicEndpoint {
 
     /// A datagram from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: BytesMut) {
-        let mut buf = Vec::new();
+        let mut buf = self.spare.pop().unwrap_or_default();
         let local_ip = Some(self.local.ip()).filter(|ip| !ip.is_unspecified());
         match self
             .endpoint
@@ -294,8 +335,7 @@ impl QuicEndpoint {
                 if self.stateless_retry && incoming.may_retry() {
                     // Address validation first: the client must echo the Retry token.
                     if let Ok(t) = self.endpoint.retry(incoming, &mut out) {
-                        out.truncate(t.size);
-                        self.transmits.push_back((t.destination, out));
+                        self.push_transmit(&t, out);
                     }
                     return;
                 }
@@ -320,8 +360,7 @@ impl QuicEndpoint {
                     }
                     Err(e) => {
                         if let Some(t) = e.response {
-                            out.truncate(t.size);
-                            self.transmits.push_back((t.destination, out));
+                            self.push_transmit(&t, out);
                         }
                     }
                 }
@@ -333,8 +372,7 @@ impl QuicEndpoint {
                 }
             }
             Some(DatagramEvent::Response(t)) => {
-                buf.truncate(t.size);
-                self.transmits.push_back((t.destination, buf));
+                self.push_transmit(&t, buf);
             }
             None => {}
         }
@@ -562,20 +600,29 @@ impl QuicEndpoint {
                     );
                 }
             }
-            // Datagrams.
+            // Datagrams: up to `max_segments` per transmit (a GSO run for one client).
             let mut n = 0;
             loop {
-                let mut buf = Vec::new();
-                match c.conn.poll_transmit(now, 1, &mut buf) {
+                let mut buf = self.spare.pop().unwrap_or_default();
+                match c.conn.poll_transmit(now, self.max_segments, &mut buf) {
                     Some(t) => {
+                        n += t.size.div_ceil(t.segment_size.unwrap_or(t.size).max(1));
                         buf.truncate(t.size);
-                        self.transmits.push_back((t.destination, buf));
-                        n += 1;
+                        self.transmits.push_back(Transmit {
+                            dest: t.destination,
+                            segment: t.segment_size.unwrap_or(t.size),
+                            data: buf,
+                        });
                         if n >= MAX_TRANSMITS {
+                            // More next pump, after other connections had theirs.
+                            again.push(ch);
                             break;
                         }
                     }
-                    None => break,
+                    None => {
+                        self.spare.push(buf);
+                        break;
+                    }
                 }
             }
             if c.conn.is_drained() {
@@ -597,8 +644,8 @@ impl QuicEndpoint {
         !self.dirty.is_empty()
     }
 
-    /// The next datagram to send.
-    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+    /// The next transmit to send (give its buffer back with [`QuicEndpoint::recycle`]).
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 }

@@ -43,6 +43,7 @@ fn server_config(
         peer_unidi_stream_count: 1,
         handshake_idle_timeout: Duration::from_secs(10),
         stateless_retry: retry,
+        gso: true,
     };
     let config = shard::quic::server_config(Arc::new(tls), &options).unwrap();
     (config, options, der)
@@ -77,6 +78,8 @@ struct World {
     /// Which shard's socket the kernel hands the client's datagrams to.
     kernel_picks: usize,
     handed_over: usize,
+    /// Transmits that carried several datagrams (GSO runs).
+    gso_runs: usize,
 }
 
 impl World {
@@ -84,10 +87,13 @@ impl World {
         let now = Instant::now();
         let server_addr: SocketAddr = "127.0.0.1:14567".parse().unwrap();
         let (config, options, cert) = server_config(idle, retry);
-        let shards = [
+        let mut shards = [
             QuicEndpoint::new(config.clone(), &options, server_addr, 0, KEY),
             QuicEndpoint::new(config, &options, server_addr, 1, KEY),
         ];
+        for s in &mut shards {
+            s.set_max_segments(8);
+        }
         let mut client = Endpoint::new(Arc::new(EndpointConfig::default()), None, true, None);
         let (ch, conn) = client
             .connect(now, client_config(cert), server_addr, "localhost")
@@ -105,6 +111,7 @@ impl World {
             client_addr: "10.0.0.1:50000".parse().unwrap(),
             kernel_picks: 0,
             handed_over: 0,
+            gso_runs: 0,
         }
     }
 
@@ -149,25 +156,29 @@ impl World {
                 for key in ended {
                     self.core.handle_closed(self.now, key);
                 }
-                while let Some((dest, data)) = self.shards[s].poll_transmit() {
+                while let Some(t) = self.shards[s].poll_transmit() {
                     assert_eq!(s, 0, "only the owner shard answers");
-                    if dest != self.client_addr {
+                    if t.dest != self.client_addr {
                         // To the old address (a path probe): the NAT mapping is gone.
                         continue;
                     }
                     moved = true;
-                    let mut buf = Vec::new();
-                    if let Some(quinn_proto::DatagramEvent::ConnectionEvent(_, ev)) =
-                        self.client.handle(
-                            self.now,
-                            self.server_addr,
-                            None,
-                            None,
-                            BytesMut::from(&data[..]),
-                            &mut buf,
-                        )
-                    {
-                        self.conn.handle_event(ev);
+                    self.gso_runs += usize::from(t.count() > 1);
+                    // What the kernel makes of a GSO run: one datagram per segment.
+                    for data in t.datagrams() {
+                        let mut buf = Vec::new();
+                        if let Some(quinn_proto::DatagramEvent::ConnectionEvent(_, ev)) =
+                            self.client.handle(
+                                self.now,
+                                self.server_addr,
+                                None,
+                                None,
+                                BytesMut::from(data),
+                                &mut buf,
+                            )
+                        {
+                            self.conn.handle_event(ev);
+                        }
                     }
                 }
             }
@@ -276,7 +287,7 @@ fn stateless_retry_validates_the_address_first() {
     let t = w.conn.poll_transmit(w.now, 1, &mut buf).unwrap();
     buf.truncate(t.size);
     w.shards[0].handle_datagram(w.now, w.client_addr, BytesMut::from(&buf[..]));
-    let (_, answer) = w.shards[0].poll_transmit().unwrap();
+    let answer = w.shards[0].poll_transmit().unwrap().data;
     assert_eq!(answer[0] & 0xb0, 0xb0, "a Retry packet: {:#04x}", answer[0]);
     assert_eq!(w.shards[0].connection_count(), 0);
     let mut scratch = Vec::new();
@@ -443,4 +454,37 @@ fn a_connect_on_a_data_stream_resets_that_stream_only() {
     w.conn.send_stream(control).write(PINGREQ).unwrap();
     w.exchange();
     assert_eq!(w.read(control), PINGRESP, "the connection goes on");
+}
+
+#[test]
+fn a_backlog_goes_out_in_gso_runs_the_client_reads_whole() {
+    let mut w = World::new(Duration::from_secs(60), false);
+    w.exchange();
+    let control = w.conn.streams().open(Dir::Bi).unwrap();
+    w.conn.send_stream(control).write(CONNECT).unwrap();
+    // SUBSCRIBE big (QoS 0), then 40 PUBLISHes of 4 KiB to it: 160 KiB back in one go.
+    w.conn
+        .send_stream(control)
+        .write(&[0x82, 0x08, 0x00, 0x01, 0x00, 0x03, b'b', b'i', b'g', 0x00])
+        .unwrap();
+    w.exchange();
+    assert_eq!(
+        w.read(control),
+        [0x20, 0x02, 0x00, 0x00, 0x90, 0x03, 0x00, 0x01, 0x00]
+    );
+    let mut publish = vec![0x30, 0x85, 0x20, 0x00, 0x03, b'b', b'i', b'g'];
+    // Remaining length 2 + 3 + 4096 = 4101: varint 0x85 0x20.
+    publish.extend(vec![7u8; 4096]);
+    for _ in 0..40 {
+        w.conn.send_stream(control).write(&publish).unwrap();
+        w.exchange();
+    }
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        got.extend(w.read(control));
+        w.exchange();
+    }
+    assert_eq!(got.len(), 40 * publish.len(), "every byte, in order");
+    assert!(got.chunks(publish.len()).all(|p| p == publish));
+    assert!(w.gso_runs > 0, "some transmits carried several datagrams");
 }

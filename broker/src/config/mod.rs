@@ -178,6 +178,8 @@ pub struct QuicListener {
     pub stateless_retry: bool,
     /// `enable_0rtt` (ours).
     pub enable_0rtt: bool,
+    /// `gso` (ours).
+    pub gso: bool,
     /// `peer_bidi_stream_count`.
     pub peer_bidi_stream_count: u32,
     /// `peer_unidi_stream_count`.
@@ -522,6 +524,7 @@ impl Config {
                         .get("listeners.quic.default.handshake_idle_timeout")?,
                     stateless_retry: v.get("listeners.quic.default.stateless_retry")?,
                     enable_0rtt: v.get("listeners.quic.default.enable_0rtt")?,
+                    gso: v.get("listeners.quic.default.gso")?,
                     peer_bidi_stream_count: v
                         .get("listeners.quic.default.peer_bidi_stream_count")?,
                     peer_unidi_stream_count: v

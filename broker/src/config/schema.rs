@@ -382,6 +382,13 @@ const QUIC: &[Key] = &[
         doc: "Accept 0-RTT data from clients resuming a session (replayable: off by default).",
     },
     Key {
+        path: "listeners.quic.default.gso",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "Send runs of QUIC datagrams for one client as one UDP GSO send (UDP_SEGMENT), \
+              where the kernel supports it; sends are batched with sendmmsg either way.",
+    },
+    Key {
         path: "listeners.quic.default.peer_bidi_stream_count",
         kind: int(1, 1000),
         default: "10",
