@@ -179,7 +179,12 @@ fn one_million_through_a_small_ring(driver: Driver, ringing: Ringing, spin: u32)
          {sleeps} sleeps, {full} pushes onto a full ring"
     );
     assert_eq!(received, MESSAGES);
-    assert!(wakeups > 0, "the consumer never slept on the doorbell");
+    // A consumer that spins before sleeping may never need to sleep when the producer keeps
+    // the ring busy (it happens on a loaded machine); one that does not spin must.
+    assert!(
+        wakeups > 0 || spin > 0,
+        "the consumer never slept on the doorbell"
+    );
     assert!(!bell.is_armed());
     (MESSAGES, wakeups)
 }
