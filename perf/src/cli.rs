@@ -129,8 +129,13 @@ pub(crate) struct Common {
     /// --insecure, --certfile and --keyfile as for --tls.
     #[arg(long, conflicts_with_all = ["tls", "ws"])]
     pub(crate) quic: bool,
-    /// QUIC multi-stream mode (not available yet).
-    #[arg(long, requires = "quic")]
+    /// QUIC multi-stream mode (EMQX's): CONNECT, PINGREQ and DISCONNECT on the first stream
+    /// (the control stream); each client's SUBSCRIBE and PUBLISHes, and the acks of what it
+    /// receives there, on a second bidirectional stream (its data stream), opened right after
+    /// CONNECT.
+    // `requires` alone would let `--tls`/`--ws` through: clap waives a requirement that
+    // conflicts with an argument present (`--quic` conflicts with both).
+    #[arg(long, requires = "quic", conflicts_with_all = ["tls", "ws"])]
     pub(crate) quic_multi_stream: bool,
 }
 
@@ -369,6 +374,8 @@ mod tests {
             &["--quic", "--tls"],
             &["--quic", "--ws"],
             &["--quic-multi-stream"],
+            &["--tls", "--quic-multi-stream"],
+            &["--ws", "--quic-multi-stream"],
         ] {
             let mut argv = vec!["perf", "conn"];
             argv.extend_from_slice(bad);

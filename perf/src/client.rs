@@ -11,6 +11,15 @@
 //! - a publisher task (publishers only) appends PUBLISH packets on its schedule;
 //! - a pinger sends PINGREQ when nothing was written for half the keep alive.
 //!
+//! `--quic-multi-stream` gives a connection two MQTT byte streams, each a [`Lane`]: the control
+//! stream (CONNECT, CONNACK, PINGREQ, DISCONNECT) and a data stream (SUBSCRIBE, PUBLISH and
+//! the acks of what arrives on it), opened right after CONNECT is written. Each lane has its
+//! own output buffer and writer, and its own reader (decoder and buffer: the streams' bytes
+//! never mix); both readers run in the client task and feed the one [`Session`] (packet ids
+//! are per session, whatever the stream), and a reply goes out on the lane the packet came on,
+//! as the broker answers on the stream a request came on. Every other transport, and
+//! single-stream QUIC, has the control lane only, which then carries everything.
+//!
 //! Nothing here panics on what the network sends: every failure becomes a counted error with
 //! the broker's reason code where there is one.
 
@@ -28,14 +37,14 @@ use monoio::io::{
 use monoio::net::TcpStream;
 use net::mqtt::{
     ConnAck, Connect, Decoder, Delivery, Disconnect, MAX_PACKET_SIZE, MqttStr, Packet,
-    ProtocolVersion, Publish, PublishEncoder, QoS, ReasonCode,
+    ProtocolVersion, Publish, PublishEncoder, QoS, ReasonCode, Role as MqttRole,
 };
 
 use crate::clock::Clock;
 use crate::notify::{Notify, yield_now};
 use crate::payload::Header;
 use crate::quic::ReadCanceller;
-use crate::scenario::{Kind, Role, Scenario};
+use crate::scenario::{ClientSpec, Kind, Role, Scenario};
 use crate::seq::SeqTracker;
 use crate::session::{Effect, Session};
 use crate::stats::{Live, PubRecord, SubRecord, max_opt, min_opt};
@@ -52,19 +61,49 @@ const HIGH_WATER: usize = 64 * 1024;
 /// Most messages a publisher appends before letting other tasks run.
 const BATCH: u64 = 64;
 
+/// One of a connection's MQTT byte streams (see the module's doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// The connection's stream; QUIC multi-stream: its control stream.
+    Control,
+    /// QUIC multi-stream: the data stream; elsewhere the control lane stands in for it.
+    Data,
+}
+
+/// The output side of one lane.
+struct LaneOut {
+    /// Packets waiting for the lane's writer.
+    out: RefCell<BytesMut>,
+    /// Wakes the lane's writer: `out` has data.
+    writer_wake: Notify,
+    /// When the lane's writer last wrote.
+    last_write: Cell<Instant>,
+}
+
+impl LaneOut {
+    fn new() -> Self {
+        Self {
+            out: RefCell::new(BytesMut::new()),
+            writer_wake: Notify::default(),
+            last_write: Cell::new(Instant::now()),
+        }
+    }
+}
+
 /// The I/O state of one connection, shared by its tasks.
 pub(crate) struct Conn {
-    /// Packets waiting for the writer.
-    out: RefCell<BytesMut>,
-    /// Wakes the writer: `out` has data.
-    writer_wake: Notify,
-    /// Wakes the publisher: an ack freed the window, the writer drained `out`, or the
+    /// The connection's stream (QUIC multi-stream: its control stream).
+    control: LaneOut,
+    /// QUIC multi-stream: the data stream.
+    data: Option<LaneOut>,
+    /// Wakes the publisher: an ack freed the window, a writer drained its `out`, or the
     /// connection closed.
     events: Notify,
     closed: Cell<bool>,
     session: RefCell<Session>,
+    /// A subscriber's counts and sequence checks, updated by the readers of both lanes.
+    sub: RefCell<Option<SubRecord>>,
     canceller: RefCell<Option<Canceller>>,
-    last_write: Cell<Instant>,
     /// Messages the publisher has sent: sequences `0..sent`.
     sent: Cell<u64>,
     /// Counted in `Live::ready`.
@@ -80,7 +119,11 @@ pub(crate) struct Conn {
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
-            .field("out", &self.out.borrow().len())
+            .field("out", &self.control.out.borrow().len())
+            .field(
+                "data_out",
+                &self.data.as_ref().map(|d| d.out.borrow().len()),
+            )
             .field("closed", &self.closed.get())
             .field("session", &self.session)
             .field("sent", &self.sent.get())
@@ -89,20 +132,42 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    fn new(session: Session, link: Option<Link>, quic_cancel: Option<ReadCanceller>) -> Self {
+    /// `data`: the connection has a data stream (QUIC multi-stream).
+    fn new(
+        session: Session,
+        link: Option<Link>,
+        quic_cancel: Option<ReadCanceller>,
+        data: bool,
+    ) -> Self {
         Self {
-            out: RefCell::new(BytesMut::new()),
-            writer_wake: Notify::default(),
+            control: LaneOut::new(),
+            data: data.then(LaneOut::new),
             events: Notify::default(),
             closed: Cell::new(false),
             session: RefCell::new(session),
+            sub: RefCell::new(None),
             canceller: RefCell::new(None),
-            last_write: Cell::new(Instant::now()),
             sent: Cell::new(0),
             ready: Cell::new(false),
             pub_done: Cell::new(false),
             link: link.map(RefCell::new),
             quic_cancel,
+        }
+    }
+
+    /// The output side of `lane`: the data lane is the control lane without a data stream.
+    fn lane(&self, lane: Lane) -> &LaneOut {
+        match (lane, &self.data) {
+            (Lane::Data, Some(d)) => d,
+            _ => &self.control,
+        }
+    }
+
+    /// `what` happened on `lane`: named by its stream when the connection has two.
+    fn name_lane(&self, lane: Lane, what: String) -> String {
+        match (lane, &self.data) {
+            (Lane::Data, Some(_)) => format!("data stream: {what}"),
+            _ => what,
         }
     }
 
@@ -114,11 +179,14 @@ impl Conn {
     /// Marks the connection closed and wakes its tasks.
     fn close(&self) {
         self.closed.set(true);
-        self.writer_wake.notify();
+        self.control.writer_wake.notify();
+        if let Some(d) = &self.data {
+            d.writer_wake.notify();
+        }
         self.events.notify();
     }
 
-    /// Cancels the pending read, which ends the client task.
+    /// Cancels the pending reads (of both lanes), which ends the client task.
     pub(crate) fn cancel_read(&self) {
         if let Some(c) = self.canceller.borrow_mut().take() {
             c.cancel();
@@ -164,7 +232,7 @@ pub(crate) async fn run(t: Rc<ThreadCtx>, idx: usize) {
         st.first_attempt = min_opt(st.first_attempt, Some(Clock::Monotonic.now()));
     }
     let live = t.live();
-    let est = match establish(&t, &scn, idx, &spec.client_id).await {
+    let est = match establish(&t, &scn, idx, spec).await {
         Ok(e) => e,
         Err(e) => {
             t.error(e);
@@ -187,27 +255,43 @@ pub(crate) async fn run(t: Rc<ThreadCtx>, idx: usize) {
         Some(w) => usize::from(w.min(est.connack.properties.receive_maximum.unwrap_or(u16::MAX))),
     };
     let (r, w, quic_cancel) = est.stream.into_split();
+    // The data stream's cancel is the control stream's: a QUIC read cancel covers the
+    // connection.
+    let data = est.data.map(|d| {
+        let (r, w, _) = d.into_split();
+        (r, w)
+    });
     let conn = Rc::new(Conn::new(
         Session::new(scn.version, window),
         est.link,
         quic_cancel,
+        data.is_some(),
     ));
     t.conns.borrow_mut().insert(idx, Rc::downgrade(&conn));
-    monoio::spawn(write_loop(t.clone(), conn.clone(), w));
+    monoio::spawn(write_loop(t.clone(), conn.clone(), Lane::Control, w));
+    let data_reader = data.map(|(r, w)| {
+        monoio::spawn(write_loop(t.clone(), conn.clone(), Lane::Data, w));
+        r
+    });
     if scn.keepalive > 0 {
         monoio::spawn(ping_loop(t.clone(), conn.clone(), scn.keepalive));
     }
-    let mut sub = None;
     match &spec.role {
         Role::Idle => mark_ready(&t, &conn),
         Role::Sub { filter } => {
-            let res =
-                conn.session
-                    .borrow()
-                    .subscribe(filter, scn.sub_qos, &mut conn.out.borrow_mut());
+            *conn.sub.borrow_mut() = Some(SubRecord {
+                filter: filter.clone(),
+                ..Default::default()
+            });
+            let lane = conn.lane(Lane::Data);
+            let res = if est.subscribed {
+                Ok(())
+            } else {
+                Session::subscribe(scn.version, filter, scn.sub_qos, &mut lane.out.borrow_mut())
+            };
             match res {
                 Ok(()) => {
-                    conn.writer_wake.notify();
+                    lane.writer_wake.notify();
                     monoio::spawn(suback_timeout(t.clone(), conn.clone()));
                 }
                 Err(e) => {
@@ -215,10 +299,6 @@ pub(crate) async fn run(t: Rc<ThreadCtx>, idx: usize) {
                     mark_ready(&t, &conn);
                 }
             }
-            sub = Some(SubRecord {
-                filter: filter.clone(),
-                ..Default::default()
-            });
         }
         Role::Pub {
             id,
@@ -237,12 +317,41 @@ pub(crate) async fn run(t: Rc<ThreadCtx>, idx: usize) {
             ));
         }
     }
-    read_loop(&t, &conn, r, est.decoder, est.buf, est.raw, &mut sub).await;
+    // Whichever reader ends first ends the connection (`conn.close()`) and cancels the other
+    // one's read, so the client task ends once, and whatever ended it is counted once (a reader
+    // counts only while the connection is not closed).
+    let control = async {
+        read_loop(&t, &conn, Lane::Control, r, est.decoder, est.buf, est.raw).await;
+        conn.close();
+        conn.cancel_read();
+    };
+    match data_reader {
+        None => control.await,
+        Some(dr) => {
+            // Its stream resumes after the control stream's CONNACK: no CONNACK of its own.
+            let decoder = Decoder::resume(MqttRole::Client, scn.version, MAX_PACKET_SIZE);
+            let data = async {
+                read_loop(
+                    &t,
+                    &conn,
+                    Lane::Data,
+                    dr,
+                    decoder,
+                    BytesMut::new(),
+                    BytesMut::new(),
+                )
+                .await;
+                conn.close();
+                conn.cancel_read();
+            };
+            monoio::join!(control, data);
+        }
+    }
     t.conns.borrow_mut().remove(&idx);
     conn.close();
     mark_ready(&t, &conn);
     let mut st = t.stats.borrow_mut();
-    if let Some(s) = sub {
+    if let Some(s) = conn.sub.borrow_mut().take() {
         st.subscribers.push(s);
     }
     if let Role::Pub { id, topic, .. } = &spec.role {
@@ -318,6 +427,10 @@ async fn wait(t: &ThreadCtx, conn: Option<&Conn>, deadline: Option<Instant>) {
 /// A connection whose CONNACK accepted it.
 struct Established {
     stream: Stream,
+    /// `--quic-multi-stream`: the data stream.
+    data: Option<Stream>,
+    /// The SUBSCRIBE already went out (on the data stream, before CONNACK).
+    subscribed: bool,
     /// TLS, WebSocket; `None` for plain TCP and QUIC.
     link: Option<Link>,
     decoder: Decoder,
@@ -328,13 +441,14 @@ struct Established {
     connack: ConnAck,
 }
 
-/// TCP connect, TLS handshake, WebSocket upgrade (or the QUIC handshake), CONNECT, CONNACK;
+/// TCP connect, TLS handshake, WebSocket upgrade (or the QUIC handshake), CONNECT, (QUIC
+/// multi-stream: the data stream opened and a subscriber's SUBSCRIBE written on it), CONNACK;
 /// the error is the description counted.
 async fn establish(
     t: &ThreadCtx,
     scn: &Scenario,
     idx: usize,
-    client_id: &str,
+    spec: &ClientSpec,
 ) -> Result<Established, String> {
     // `Scenario::build` resolved at least one address.
     let ti = idx % scn.targets.len().max(1);
@@ -360,7 +474,7 @@ async fn establish(
         }
     };
     let mut out = BytesMut::new();
-    Packet::Connect(Box::new(connect_packet(scn, client_id)))
+    Packet::Connect(Box::new(connect_packet(scn, &spec.client_id)))
         .encode(scn.version, &mut out)
         .map_err(|e| format!("cannot encode CONNECT: {e}"))?;
     let h0 = Instant::now();
@@ -375,6 +489,30 @@ async fn establish(
                 .await
                 .map_err(|e| format!("write: {e}"))?;
         }
+    }
+    // Multi-stream: the data stream now, before CONNACK, as MQTT lets a client send right after
+    // CONNECT (MQTT 5 3.1.4, 3.1.1 3.1.4): a subscriber's SUBSCRIBE goes in the same flight as
+    // its CONNECT, and the broker holds the data stream's bytes until it has sent CONNACK. A
+    // publisher's stream carries nothing until its first PUBLISH, an idle client's nothing
+    // at all (QUIC announces a stream with its first bytes). Inside `handshake_us`, as writing
+    // CONNECT is: a few microseconds of buffering into quinn.
+    let mut data = None;
+    let mut subscribed = false;
+    if let Stream::Quic(s) = &stream
+        && scn.transport.quic.as_ref().is_some_and(|q| q.multi_stream)
+    {
+        let mut d = s.open_data()?;
+        if let Role::Sub { filter } = &spec.role {
+            let mut sub = BytesMut::new();
+            Session::subscribe(scn.version, filter, scn.sub_qos, &mut sub)?;
+            // Quinn takes it at once (a new stream, far below its windows); bounded anyway.
+            match monoio::time::timeout(timeout, d.write_all(sub)).await {
+                Err(_) => return Err(timed_out("data stream: SUBSCRIBE")),
+                Ok((res, _)) => res.map_err(|e| format!("data stream: write: {e}"))?,
+            };
+            subscribed = true;
+        }
+        data = Some(Stream::Quic(d));
     }
     let mut decoder = Decoder::client(scn.version, MAX_PACKET_SIZE);
     let closed_early = || "connection closed by broker before CONNACK".to_owned();
@@ -441,6 +579,8 @@ async fn establish(
     }
     Ok(Established {
         stream,
+        data,
+        subscribed,
         link,
         decoder,
         buf,
@@ -574,19 +714,26 @@ impl Now {
     }
 }
 
-/// Reads and handles packets until the connection ends.
+/// Reads and handles the packets of `lane` until the connection ends; replies go out on the
+/// same lane.
 async fn read_loop<R: CancelableAsyncReadRent>(
     t: &ThreadCtx,
     conn: &Conn,
+    lane: Lane,
     mut r: R,
     mut decoder: Decoder,
     mut buf: BytesMut,
     mut raw: BytesMut,
-    sub: &mut Option<SubRecord>,
 ) {
+    // Only the control lane can be a kernel socket's (a data lane is QUIC's, whose reads
+    // `conn.quic_cancel` cancels), so the connection keeps the control lane's canceller only.
     let canceller = Canceller::new();
     let cancel = canceller.handle();
-    *conn.canceller.borrow_mut() = Some(canceller);
+    if lane == Lane::Control {
+        *conn.canceller.borrow_mut() = Some(canceller);
+    }
+    let lane_out = conn.lane(lane);
+    let closed = |why: String| closed_by_peer(t, conn.name_lane(lane, why));
     let mut target = READ_MIN;
     // The broker ended the session at the TLS or WebSocket level: handle what came before,
     // then stop.
@@ -610,10 +757,12 @@ async fn read_loop<R: CancelableAsyncReadRent>(
             let effect = conn
                 .session
                 .borrow_mut()
-                .handle(packet, &mut conn.out.borrow_mut());
+                .handle(packet, &mut lane_out.out.borrow_mut());
             match effect {
                 Effect::None => {}
-                Effect::Message(payload) => on_message(t, sub, &payload, &mut now),
+                Effect::Message(payload) => {
+                    on_message(t, &mut conn.sub.borrow_mut(), &payload, &mut now);
+                }
                 Effect::Acked { intended } => {
                     Live::add(&t.live().acked, 1);
                     if let Some(p) = &t.scn.publish {
@@ -648,19 +797,21 @@ async fn read_loop<R: CancelableAsyncReadRent>(
                 Effect::Unexpected(what) => t.error(what),
             }
         }
-        if !conn.out.borrow().is_empty() {
-            conn.writer_wake.notify();
+        if !lane_out.out.borrow().is_empty() {
+            lane_out.writer_wake.notify();
         }
         if woke_publisher {
             conn.events.notify();
         }
         if let Some(e) = end {
-            closed_by_peer(t, e);
+            if !conn.closed.get() {
+                closed(e);
+            }
             return;
         }
         if let Some(why) = peer_closed.take() {
             if !t.stopping.get() && !conn.closed.get() {
-                closed_by_peer(t, why);
+                closed(why);
             }
             return;
         }
@@ -688,7 +839,7 @@ async fn read_loop<R: CancelableAsyncReadRent>(
         match res {
             Ok(0) => {
                 if !t.stopping.get() && !conn.closed.get() {
-                    closed_by_peer(t, "connection closed by broker".to_owned());
+                    closed("connection closed by broker".to_owned());
                 }
                 return;
             }
@@ -703,20 +854,20 @@ async fn read_loop<R: CancelableAsyncReadRent>(
                         Ok(Flow::Closed(why)) => peer_closed = Some(why),
                         Err(e) => {
                             if !t.stopping.get() && !conn.closed.get() {
-                                closed_by_peer(t, e);
+                                closed(e);
                             }
                             return;
                         }
                     }
                     if link.borrow().wants_write() {
-                        conn.writer_wake.notify();
+                        lane_out.writer_wake.notify();
                     }
                 }
             }
             Err(e) => {
                 // A write error closed the connection and cancelled this read: counted there.
                 if !t.stopping.get() && !conn.closed.get() {
-                    closed_by_peer(t, format!("read: {e}"));
+                    closed(format!("read: {e}"));
                 }
                 return;
             }
@@ -778,14 +929,16 @@ fn on_message(t: &ThreadCtx, sub: &mut Option<SubRecord>, payload: &Bytes, now: 
     }
 }
 
-/// Writes `conn.out` to the socket until the connection closes or the run stops.
-async fn write_loop<W: AsyncWriteRent>(t: Rc<ThreadCtx>, conn: Rc<Conn>, mut w: W) {
+/// Writes `lane`'s output buffer to its stream until the connection closes or the run stops;
+/// then, on the control lane, says goodbye.
+async fn write_loop<W: AsyncWriteRent>(t: Rc<ThreadCtx>, conn: Rc<Conn>, lane: Lane, mut w: W) {
+    let lane_out = conn.lane(lane);
     let mut spare = BytesMut::new();
     // With a link: the framed and encrypted bytes.
     let mut wire: Vec<u8> = Vec::new();
     loop {
-        if !conn.out.borrow().is_empty() || conn.link_wants_write() {
-            let mut chunk = std::mem::replace(&mut *conn.out.borrow_mut(), spare);
+        if !lane_out.out.borrow().is_empty() || conn.link_wants_write() {
+            let mut chunk = std::mem::replace(&mut *lane_out.out.borrow_mut(), spare);
             let res = match &conn.link {
                 None => {
                     let (res, c) = w.write_all(chunk).await;
@@ -809,13 +962,13 @@ async fn write_loop<W: AsyncWriteRent>(t: Rc<ThreadCtx>, conn: Rc<Conn>, mut w: 
             conn.events.notify();
             if let Err(e) = res {
                 if !t.stopping.get() && !conn.closed.get() {
-                    closed_by_peer(&t, e);
+                    closed_by_peer(&t, conn.name_lane(lane, e));
                 }
                 conn.close();
                 conn.cancel_read();
                 return;
             }
-            conn.last_write.set(Instant::now());
+            lane_out.last_write.set(Instant::now());
             chunk.clear();
             spare = chunk;
             continue;
@@ -827,9 +980,14 @@ async fn write_loop<W: AsyncWriteRent>(t: Rc<ThreadCtx>, conn: Rc<Conn>, mut w: 
             break;
         }
         monoio::select! {
-            _ = conn.writer_wake.notified() => {},
+            _ = lane_out.writer_wake.notified() => {},
             _ = t.changed.notified() => {},
         }
+    }
+    if lane == Lane::Data && conn.data.is_some() {
+        // The data stream has flushed its acks; the goodbye goes on the control stream, and
+        // the broker's close of the connection ends both streams.
+        return;
     }
     // The run stops: say goodbye (DISCONNECT, then the WebSocket Close frame and TLS
     // close_notify). The broker then closes, which ends the reader.
@@ -856,19 +1014,23 @@ async fn write_loop<W: AsyncWriteRent>(t: Rc<ThreadCtx>, conn: Rc<Conn>, mut w: 
     let _ = w.shutdown().await;
 }
 
-/// Sends PINGREQ whenever nothing was written for half the keep alive.
+/// Sends PINGREQ whenever nothing was written on the control stream for half the keep alive.
+/// QUIC multi-stream: a busy data stream does not count, so a publisher still pings; one
+/// PINGREQ per half keep alive is nothing, and it does not depend on whether the broker counts
+/// a data stream's packets as keep-alive traffic.
 async fn ping_loop(t: Rc<ThreadCtx>, conn: Rc<Conn>, keepalive: u16) {
     let idle = Duration::from_secs(u64::from(keepalive)) / 2;
+    let control = &conn.control;
     loop {
         if conn.closed.get() || t.stopping.get() {
             return;
         }
-        let due = conn.last_write.get() + idle;
+        let due = control.last_write.get() + idle;
         if Instant::now() >= due {
             let version = conn.session.borrow().version();
-            let _ = Packet::PingReq.encode(version, &mut conn.out.borrow_mut());
-            conn.last_write.set(Instant::now());
-            conn.writer_wake.notify();
+            let _ = Packet::PingReq.encode(version, &mut control.out.borrow_mut());
+            control.last_write.set(Instant::now());
+            control.writer_wake.notify();
             continue;
         }
         wait(&t, None, Some(due)).await;
@@ -910,6 +1072,8 @@ async fn publish_loop(
     // Messages intended before this are warm-up messages: sent and counted, never timed.
     let warmup_end = t.warmup_end(spec.clock);
     let live = t.live();
+    // PUBLISH goes on the data stream (QUIC multi-stream), its acks come back there.
+    let lane = conn.lane(Lane::Data);
     let mut k: u64 = conn.sent.get();
     let limited = |k: u64| spec.limit > 0 && k >= spec.limit;
     'publish: loop {
@@ -917,7 +1081,7 @@ async fn publish_loop(
             break;
         }
         let window_full = spec.qos != QoS::AtMostOnce && !conn.session.borrow().can_send();
-        if window_full || conn.out.borrow().len() >= HIGH_WATER {
+        if window_full || lane.out.borrow().len() >= HIGH_WATER {
             wait(&t, Some(&conn), None).await;
             continue;
         }
@@ -941,7 +1105,7 @@ async fn publish_loop(
         }
         let mut n: u64 = 0;
         {
-            let mut out = conn.out.borrow_mut();
+            let mut out = lane.out.borrow_mut();
             let mut session = conn.session.borrow_mut();
             let mut stats = t.stats.borrow_mut();
             while n < BATCH && out.len() < HIGH_WATER && !limited(k) {
@@ -992,7 +1156,7 @@ async fn publish_loop(
         conn.sent.set(k);
         Live::add(&live.sent, n);
         Live::add(&live.expected, n * matches);
-        conn.writer_wake.notify();
+        lane.writer_wake.notify();
         if spec.period_ns.is_none() {
             yield_now().await;
         }

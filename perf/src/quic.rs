@@ -1,6 +1,11 @@
 //! MQTT over QUIC (`--quic`): quinn-proto driven sans-IO from the generator thread's runtime,
 //! in single-stream mode (every MQTT packet on the first bidirectional stream, exactly like a
-//! TCP connection).
+//! TCP connection) or, with `--quic-multi-stream`, in EMQX's multi-stream mode (EIP-0023): the
+//! first bidirectional stream is the control stream (CONNECT, CONNACK, PINGREQ, DISCONNECT),
+//! and each client opens one more, its data stream ([`QuicStream::open_data`]), for its
+//! SUBSCRIBE and PUBLISH traffic and their acks. The broker answers on the stream a request
+//! came on, so a multi-stream client reads both (client.rs: one decoder and buffer per stream,
+//! one session).
 //!
 //! Each generator thread has one client [`Endpoint`] (a `quinn_proto::Endpoint`) on one UDP
 //! socket per address family its targets need (normally one), its connections multiplexed on
@@ -12,13 +17,19 @@
 //!   `poll_transmit` builds (`send_to` on the shared socket), hands the endpoint its
 //!   connection-ID bookkeeping (`poll_endpoint_events`) and turns the connection's events
 //!   (`poll`) into wake-ups of the client's reader and writer;
-//! - the client's own reader and writer (client.rs), which read the MQTT stream straight from
-//!   quinn's receive buffer into the decoder's buffer ([`QuicRecv`]) and write the output
-//!   buffer into quinn's send buffer ([`QuicSend`]), then wake the driver.
+//! - the client's own reader and writer (client.rs; one of each per stream), which read an MQTT
+//!   stream straight from quinn's receive buffer into the decoder's buffer ([`QuicRecv`]) and
+//!   write the output buffer into quinn's send buffer ([`QuicSend`]), then wake the driver.
 //!
 //! What waits is bounded by QUIC itself: quinn's send buffer by the send window (a write
-//! returns `Blocked` beyond it, and the writer waits for `Writable`), its receive buffer by the
-//! stream receive window the broker must respect.
+//! returns `Blocked` beyond it, and the writer waits for `Writable`), its receive buffers by the
+//! stream receive window the broker must respect (per stream: two streams, two windows, the
+//! connection's receive window over both).
+//!
+//! The wake-ups are per connection, not per stream: a [`Notify`] wakes every waiter, so the
+//! readers (writers) of both streams wake on any stream's event and each looks at its own
+//! stream; with at most two streams that costs one spurious poll, and keeps the driver's event
+//! handling free of any stream table.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -74,16 +85,13 @@ pub(crate) struct QuicSpec {
     /// The server name each target's certificate must hold, as quinn takes it (same order as
     /// `Scenario::targets`).
     pub(crate) server_names: Vec<String>,
+    /// `--quic-multi-stream`: each client opens a data stream beside the control stream.
+    pub(crate) multi_stream: bool,
     config: quinn_proto::ClientConfig,
 }
 
 impl QuicSpec {
     pub(crate) fn build(c: &Common) -> Result<Self, String> {
-        if c.quic_multi_stream {
-            return Err("--quic-multi-stream: multi-stream mode: not available yet \
-                        (single-stream mode only: every MQTT packet on one bidirectional stream)"
-                .to_owned());
-        }
         let tls = TlsSpec::build_for(c, "--quic", &[&rustls::version::TLS13], &[ALPN])?;
         let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls.config.clone())
             .map_err(|e| format!("--quic: {e}"))?;
@@ -95,13 +103,15 @@ impl QuicSpec {
             .send_window(SEND_WINDOW)
             .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
             .receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
-            // The broker opens no stream towards a client.
+            // The broker opens no stream towards a client, in either mode: in multi-stream mode
+            // the client opens its data streams and the broker answers on them.
             .max_concurrent_bidi_streams(VarInt::from_u32(0))
             .max_concurrent_uni_streams(VarInt::from_u32(0));
         config.transport_config(Arc::new(transport));
         Ok(Self {
             tls,
             server_names: c.host.clone(),
+            multi_stream: c.quic_multi_stream,
             config,
         })
     }
@@ -191,8 +201,8 @@ impl Endpoint {
     }
 
     /// Connects to target `i` at `target`: the QUIC handshake (TLS 1.3, ALPN `mqtt`), then
-    /// the MQTT stream opened. The error says why the handshake failed (the certificate, the
-    /// broker's refusal, no answer).
+    /// the MQTT stream (the control stream in multi-stream mode) opened. The error says why the
+    /// handshake failed (the certificate, the broker's refusal, no answer).
     pub(crate) async fn connect(
         self: &Rc<Self>,
         target: SocketAddr,
@@ -212,7 +222,6 @@ impl Endpoint {
         let qc = Rc::new(QuicConn {
             handle,
             conn: RefCell::new(conn),
-            stream: Cell::new(None),
             wake: Notify::default(),
             readable: Notify::default(),
             writable: Notify::default(),
@@ -225,12 +234,8 @@ impl Endpoint {
         });
         self.conns.borrow_mut().insert(handle, qc.clone());
         monoio::spawn(drive(self.clone(), qc.clone()));
-        // From here on, dropping the stream (an error, a timeout) closes the connection.
+        // From here on, dropping `app` (an error, a timeout) closes the connection.
         let app = Rc::new(App(qc.clone()));
-        let stream = QuicStream {
-            recv: QuicRecv { app: app.clone() },
-            send: QuicSend { app },
-        };
         loop {
             let wait = qc.writable.notified();
             if let Some(e) = qc.lost.borrow().as_ref() {
@@ -248,8 +253,7 @@ impl Endpoint {
             }
             let opened = qc.conn.borrow_mut().streams().open(Dir::Bi);
             if let Some(id) = opened {
-                qc.stream.set(Some(id));
-                return Ok(stream);
+                return Ok(QuicStream::new(app, id));
             }
             wait.await;
         }
@@ -335,17 +339,18 @@ async fn recv_loop(ep: Rc<Endpoint>, socket: Rc<UdpSocket>) {
     }
 }
 
-/// One QUIC connection, shared by its driver, the receive loop and the client's tasks.
+/// One QUIC connection, shared by its driver, the receive loop and the client's tasks. The
+/// streams are not kept here: each [`QuicRecv`] and [`QuicSend`] names its own.
 struct QuicConn {
     handle: ConnectionHandle,
     conn: RefCell<quinn_proto::Connection>,
-    /// The MQTT stream, once opened.
-    stream: Cell<Option<StreamId>>,
     /// Wakes the driver: a datagram came, something was written or read, the client closed.
     wake: Notify,
-    /// Wakes the reader: stream data, its end, the connection's end, a cancel.
+    /// Wakes the readers (of every stream): stream data, a stream's end, the connection's end, a
+    /// cancel.
     readable: Notify,
-    /// Wakes the writer and the set-up: connected, stream writable or available, the end.
+    /// Wakes the writers (of every stream) and the set-up: connected, a stream writable or
+    /// available, the end.
     writable: Notify,
     /// The handshake completed.
     connected: Cell<bool>,
@@ -357,7 +362,7 @@ struct QuicConn {
     first_sent: Cell<Option<Instant>>,
     /// The last error of a send (for a handshake that gets no answer).
     send_error: RefCell<Option<String>>,
-    /// The pending read is cancelled.
+    /// The pending reads (of every stream) are cancelled.
     cancelled: Cell<bool>,
 }
 
@@ -384,13 +389,17 @@ impl QuicConn {
                     self.writable.notify();
                 }
                 Event::Stream(StreamEvent::Readable { .. }) => self.readable.notify(),
-                Event::Stream(
-                    StreamEvent::Writable { .. }
-                    | StreamEvent::Available { .. }
-                    | StreamEvent::Stopped { .. },
-                ) => self.writable.notify(),
+                Event::Stream(StreamEvent::Stopped { .. }) => {
+                    // The writer learns it at its next write, the reader at once (see
+                    // `QuicRecv::try_read`): a stream with nothing to write would not notice.
+                    self.readable.notify();
+                    self.writable.notify();
+                }
+                Event::Stream(StreamEvent::Writable { .. } | StreamEvent::Available { .. }) => {
+                    self.writable.notify()
+                }
                 Event::Stream(StreamEvent::Opened { dir }) => {
-                    // Single-stream mode: the broker has no stream to open (our limits are 0).
+                    // The broker has no stream to open, in either mode (our limits are 0).
                     while let Some(id) = conn.streams().accept(dir) {
                         let _ = conn.recv_stream(id).stop(VarInt::from_u32(0));
                     }
@@ -463,7 +472,8 @@ async fn drive(ep: Rc<Endpoint>, qc: Rc<QuicConn>) {
     }
 }
 
-/// The client's side of a connection: closing it when the client drops it.
+/// The client's side of a connection, shared by the halves of its streams: closing the
+/// connection when the client drops the last of them.
 struct App(Rc<QuicConn>);
 
 impl Drop for App {
@@ -477,7 +487,8 @@ impl Drop for App {
     }
 }
 
-/// An established connection and its MQTT stream, before the client's tasks share it.
+/// One bidirectional MQTT stream of an established connection (the control stream, or a
+/// data stream in multi-stream mode), before the client's tasks share it.
 pub(crate) struct QuicStream {
     recv: QuicRecv,
     send: QuicSend,
@@ -490,6 +501,41 @@ impl std::fmt::Debug for QuicStream {
 }
 
 impl QuicStream {
+    fn new(app: Rc<App>, id: StreamId) -> Self {
+        Self {
+            recv: QuicRecv {
+                app: app.clone(),
+                id,
+            },
+            send: QuicSend { app, id },
+        }
+    }
+
+    /// `--quic-multi-stream`: opens a data stream, another bidirectional stream on this
+    /// stream's connection. Nothing goes on the wire until something is written on it (QUIC
+    /// has no "open" frame: the broker learns of a stream from its first STREAM frame).
+    ///
+    /// Fails at once if the broker allows no further stream: its limit came in its transport
+    /// parameters with the handshake, and a broker that allows one bidirectional stream is a
+    /// single-stream broker, so waiting for more (a MAX_STREAMS frame) would only turn a clear
+    /// refusal into a CONNACK timeout.
+    pub(crate) fn open_data(&self) -> Result<QuicStream, String> {
+        let app = &self.recv.app;
+        let qc = &app.0;
+        if let Some(e) = qc.lost.borrow().as_ref() {
+            return Err(describe(e));
+        }
+        let opened = qc.conn.borrow_mut().streams().open(Dir::Bi);
+        match opened {
+            Some(id) => Ok(QuicStream::new(app.clone(), id)),
+            None => Err(
+                "--quic-multi-stream: the broker allows no second bidirectional stream \
+                         (a single-stream broker)"
+                    .to_owned(),
+            ),
+        }
+    }
+
     /// The reader's and the writer's halves.
     pub(crate) fn into_split(self) -> (QuicRecv, QuicSend) {
         (self.recv, self.send)
@@ -529,8 +575,8 @@ impl AsyncWriteRent for QuicStream {
     }
 }
 
-/// Cancels a connection's pending (or next) read: it fails with `ECANCELED`, like a cancelled
-/// monoio read.
+/// Cancels a connection's pending (or next) reads, on every stream: they fail with `ECANCELED`,
+/// like a cancelled monoio read.
 #[derive(Clone)]
 pub(crate) struct ReadCanceller(Rc<QuicConn>);
 
@@ -547,9 +593,10 @@ impl ReadCanceller {
     }
 }
 
-/// The reading half: the MQTT stream's bytes straight from quinn's receive buffer.
+/// The reading half of stream `id`: its bytes straight from quinn's receive buffer.
 pub(crate) struct QuicRecv {
     app: Rc<App>,
+    id: StreamId,
 }
 
 impl std::fmt::Debug for QuicRecv {
@@ -570,11 +617,8 @@ impl QuicRecv {
         if len == 0 {
             return Some(Ok(0));
         }
-        let Some(id) = qc.stream.get() else {
-            return Some(Err(io::Error::other("QUIC: no stream")));
-        };
         let mut conn = qc.conn.borrow_mut();
-        let mut recv = conn.recv_stream(id);
+        let mut recv = conn.recv_stream(self.id);
         let mut chunks = match recv.read(true) {
             Ok(c) => c,
             // Finished and read, or gone with the connection.
@@ -616,6 +660,17 @@ impl QuicRecv {
         }
         if end.is_some() {
             return end;
+        }
+        // STOP_SENDING from the broker: it reads nothing more of this stream, so no request or
+        // ack of ours can go on it, and whatever waits for an answer on it would wait for
+        // ever (a SUBSCRIBE's SUBACK, an idle stream's next message): the stream's end, once
+        // what the broker sent before is read. A single-stream broker stops a second stream;
+        // a multi-stream broker one that carried a packet a data stream may not carry.
+        if let Ok(Some(code)) = conn.send_stream(self.id).stopped() {
+            return Some(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                format!("QUIC: stream stopped by broker (code {code})"),
+            )));
         }
         drop(conn);
         if qc.lost.borrow().is_some() {
@@ -696,9 +751,10 @@ impl monoio::io::CancelableAsyncReadRent for QuicRecv {
     }
 }
 
-/// The writing half: into quinn's send buffer, then the driver sends.
+/// The writing half of stream `id`: into quinn's send buffer, then the driver sends.
 pub(crate) struct QuicSend {
     app: Rc<App>,
+    id: StreamId,
 }
 
 impl std::fmt::Debug for QuicSend {
@@ -717,10 +773,7 @@ impl QuicSend {
         if src.is_empty() {
             return Some(Ok(0));
         }
-        let Some(id) = qc.stream.get() else {
-            return Some(Err(io::Error::other("QUIC: no stream")));
-        };
-        let res = qc.conn.borrow_mut().send_stream(id).write(src);
+        let res = qc.conn.borrow_mut().send_stream(self.id).write(src);
         match res {
             Ok(n) => {
                 qc.wake.notify();
@@ -770,10 +823,8 @@ impl AsyncWriteRent for QuicSend {
     /// Finishes the stream (a FIN after what was written).
     async fn shutdown(&mut self) -> io::Result<()> {
         let qc = &self.app.0;
-        if let Some(id) = qc.stream.get() {
-            let _ = qc.conn.borrow_mut().send_stream(id).finish();
-            qc.wake.notify();
-        }
+        let _ = qc.conn.borrow_mut().send_stream(self.id).finish();
+        qc.wake.notify();
         Ok(())
     }
 }

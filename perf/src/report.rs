@@ -366,9 +366,9 @@ impl<'a> Report<'a> {
                 })
             }),
             "ws_path": scn.transport.ws.as_ref().map(|ws| ws.path.clone()),
-            "quic": scn.transport.quic.as_ref().map(|_| json!({
+            "quic": scn.transport.quic.as_ref().map(|q| json!({
                 "alpn": String::from_utf8_lossy(crate::quic::ALPN),
-                "mode": "single-stream",
+                "mode": if q.multi_stream { "multi-stream" } else { "single-stream" },
             })),
             "protocol_version": scn.version.level(),
             "clients": scn.clients.len(),

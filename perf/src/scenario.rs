@@ -500,8 +500,6 @@ mod tests {
     fn refusals() {
         let e = build(&["pub", "-h", "127.0.0.1", "-t", "a", "-s", "8"]).unwrap_err();
         assert!(e.contains("at least 32"), "{e}");
-        let e = build(&["conn", "-h", "127.0.0.1", "--quic", "--quic-multi-stream"]).unwrap_err();
-        assert!(e.contains("multi-stream mode: not available yet"), "{e}");
         let e = build(&["conn", "-h", "127.0.0.1", "--ws", "--ws-path", "mqtt"]).unwrap_err();
         assert!(e.contains("must start with /"), "{e}");
         let e = build(&[
@@ -592,10 +590,22 @@ mod tests {
         assert!(s.transport.tls.is_none() && s.transport.ws.is_none());
         let quic = s.transport.quic.as_ref().unwrap();
         assert_eq!(quic.server_names, ["127.0.0.1", "localhost"]);
+        assert!(!quic.multi_stream);
         let tls = s.transport.tls_settings().unwrap();
         assert_eq!(tls.roots, crate::transport::Roots::Insecure);
         assert_eq!(tls.config.alpn_protocols, [b"mqtt".to_vec()]);
         assert!(s.transport.is_layered());
+        let s = build(&[
+            "bench",
+            "-h",
+            "127.0.0.1",
+            "--quic",
+            "--insecure",
+            "--quic-multi-stream",
+        ])
+        .unwrap();
+        assert_eq!(s.transport.name(), "quic");
+        assert!(s.transport.quic.as_ref().unwrap().multi_stream);
     }
 
     #[test]

@@ -101,9 +101,10 @@ impl Session {
         self.last_id
     }
 
-    /// Appends the SUBSCRIBE for `filter` at `qos`.
+    /// Appends the SUBSCRIBE for `filter` at `qos` (of `version`). Needs no session: over QUIC
+    /// multi-stream it goes out before CONNACK, which the session is made from.
     pub(crate) fn subscribe(
-        &self,
+        version: ProtocolVersion,
         filter: &str,
         qos: QoS,
         out: &mut BytesMut,
@@ -121,7 +122,7 @@ impl Session {
             }],
         };
         Packet::Subscribe(sub)
-            .encode(self.version, out)
+            .encode(version, out)
             .map_err(|e| format!("cannot encode SUBSCRIBE: {e}"))
     }
 
@@ -336,15 +337,14 @@ mod tests {
     #[test]
     fn suback_and_disconnect() {
         let v = ProtocolVersion::V5;
-        let s0 = Session::new(v, 1);
         let mut out = BytesMut::new();
-        s0.subscribe("a/#", QoS::AtLeastOnce, &mut out).unwrap();
+        Session::subscribe(v, "a/#", QoS::AtLeastOnce, &mut out).unwrap();
         let [Packet::Subscribe(sub)] = &sent(&mut out, v)[..] else {
             panic!("not one SUBSCRIBE")
         };
         assert_eq!(sub.filters[0].filter, "a/#");
         assert_eq!(sub.filters[0].options.qos, QoS::AtLeastOnce);
-        let mut s = s0;
+        let mut s = Session::new(v, 1);
         let ack = |codes: Vec<ReasonCode>| {
             Packet::SubAck(SubAck {
                 packet_id: SUBSCRIBE_ID,

@@ -431,19 +431,3 @@ fn connack_refusal_is_counted_with_its_code() {
         );
     }
 }
-
-/// QUIC's multi-stream mode, which comes later, fails clearly, with status 2 (QUIC, TLS and
-/// WebSocket: tests/transports.rs).
-#[test]
-fn quic_multi_stream_is_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_perf"))
-        .args(["conn", "-h", "127.0.0.1", "--quic", "--quic-multi-stream"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--quic-multi-stream: multi-stream mode: not available yet"),
-        "{err}"
-    );
-}

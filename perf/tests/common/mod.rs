@@ -3,9 +3,12 @@
 //!
 //! Our broker: `perf` cannot name another package's binary (`CARGO_BIN_EXE_broker` exists only
 //! in the broker's own tests), so the tests run `cargo build -p broker` once per test process
-//! (a no-op when it is up to date; it also keeps a stale binary from being tested) and start
-//! `<target dir>/debug/broker`, the target dir being `CARGO_TARGET_DIR` or `<workspace>/target`.
-//! `PERF_TEST_BROKER=<path>` runs another broker binary instead (no build).
+//! (a no-op when it is up to date; it also keeps a stale binary from being tested) in the
+//! tests' own profile (`--release` for `cargo test --release`: a debug broker on a 2-core
+//! machine falls behind the QUIC benches when tests run in parallel) and start
+//! `<target dir>/{debug,release}/broker`, the target dir being `CARGO_TARGET_DIR` or
+//! `<workspace>/target`. `PERF_TEST_BROKER=<path>` runs another broker binary instead (no
+//! build).
 //!
 //! Mosquitto (`mosquitto`, `mosquitto_sub`; Debian packages `mosquitto mosquitto-clients`)
 //! cannot listen on port 0: the tests pick a free port by binding port 0 and closing it, then
@@ -44,7 +47,7 @@ pub(crate) fn scratch(name: &str) -> PathBuf {
     dir.join(format!("{name}-{}", std::process::id()))
 }
 
-/// `<target>/debug/broker`, built first.
+/// `<target>/debug/broker` (`release/` when the tests are built in release), built first.
 fn broker_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -56,13 +59,32 @@ fn broker_binary() -> &'static Path {
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"));
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "broker"])
-            .current_dir(&root)
-            .status()
-            .expect("cargo runs");
+        // The release profile has no debug assertions (the workspace's Cargo.toml).
+        let release = !cfg!(debug_assertions);
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "broker"]);
+        // Without what `cargo test` sets for this test binary: ring's build script reruns when
+        // `CARGO_MANIFEST_DIR` changes, so a build from here and one from a shell would each
+        // rebuild ring and everything above it (the broker included), taking turns.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || k.starts_with("CARGO_BIN_")
+                || k == "CARGO_CRATE_NAME"
+                || k == "CARGO_PRIMARY_PACKAGE"
+                || k == "CARGO_TARGET_TMPDIR"
+            {
+                build.env_remove(&key);
+            }
+        }
+        if release {
+            build.arg("--release");
+        }
+        let status = build.current_dir(&root).status().expect("cargo runs");
         assert!(status.success(), "cargo build -p broker failed");
-        let bin = target.join("debug").join("broker");
+        let profile = if release { "release" } else { "debug" };
+        let bin = target.join(profile).join("broker");
         assert!(bin.exists(), "{} missing after the build", bin.display());
         bin
     })
@@ -132,16 +154,20 @@ impl Broker {
     /// it generates (SANs localhost and 127.0.0.1) in a fresh `node.data_dir`; `port` is the
     /// QUIC listener's (UDP), `quic_cert` that certificate.
     pub(crate) fn ours_quic() -> Self {
+        Self::ours_quic_with(&[])
+    }
+
+    /// [`Broker::ours_quic`] with these `--set`s too.
+    pub(crate) fn ours_quic_with(sets: &[String]) -> Self {
         let dir = scratch(&format!("quic-data-{}", unique()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut broker = Self::ours_with(
-            &[
-                "listeners.quic.default.enable=true".to_owned(),
-                "listeners.quic.default.bind=127.0.0.1:0".to_owned(),
-                format!("node.data_dir={}", dir.display()),
-            ],
-            "quic",
-        );
+        let mut all = vec![
+            "listeners.quic.default.enable=true".to_owned(),
+            "listeners.quic.default.bind=127.0.0.1:0".to_owned(),
+            format!("node.data_dir={}", dir.display()),
+        ];
+        all.extend_from_slice(sets);
+        let mut broker = Self::ours_with(&all, "quic");
         let pem = dir.join("quic-selfsigned.pem");
         assert!(pem.is_file(), "{} missing", pem.display());
         broker.quic_cert = Some(pem);
@@ -163,6 +189,14 @@ impl Broker {
             "--set",
             "listeners.quic.default.bind=127.0.0.1:0",
         ]);
+        // The QUIC listener is on by default and writes its self-signed certificate into the
+        // data directory (`./data`, i.e. perf/data, by default): a scratch one unless given.
+        if !sets.iter().any(|s| s.starts_with("node.data_dir=")) {
+            let dir = scratch(&format!("data-{}", unique()));
+            std::fs::create_dir_all(&dir).unwrap();
+            cmd.arg("--set")
+                .arg(format!("node.data_dir={}", dir.display()));
+        }
         for s in sets {
             cmd.arg("--set").arg(s);
         }
