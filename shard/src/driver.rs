@@ -993,22 +993,40 @@ async fn timer_loop(ctx: Rc<Ctx>, shutdown: Arc<AtomicBool>, stop: Rc<Cell<bool>
 
 /// A single-threaded notification: `notify` wakes every task waiting in `notified`, or the next
 /// one to wait if none is waiting.
+///
+/// Each pending waiter holds one slot, which it updates when polled again and frees when
+/// dropped, so the slots are bounded by the live waiters and a poll costs O(1). (Deduplicating
+/// wakers with `Waker::will_wake` does not work with monoio: a cloned task waker may carry
+/// another copy of the vtable, and a waiter polled in a `select!` loop would add an entry per
+/// turn until the next notify.)
 #[derive(Debug, Default)]
 struct Notify {
     pending: Cell<bool>,
     generation: Cell<u64>,
-    waiters: RefCell<Vec<Waker>>,
+    slots: RefCell<Slots>,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    wakers: Vec<Option<Waker>>,
+    free: Vec<usize>,
 }
 
 impl Notify {
     fn notify(&self) {
         self.generation.set(self.generation.get().wrapping_add(1));
-        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        if waiters.is_empty() {
-            self.pending.set(true);
-        }
-        for w in waiters {
+        let wakers = {
+            let mut slots = self.slots.borrow_mut();
+            slots.free.clear();
+            std::mem::take(&mut slots.wakers)
+        };
+        let mut woke = false;
+        for w in wakers.into_iter().flatten() {
             w.wake();
+            woke = true;
+        }
+        if !woke {
+            self.pending.set(true);
         }
     }
 
@@ -1016,6 +1034,7 @@ impl Notify {
         Notified {
             notify: self,
             generation: None,
+            slot: None,
         }
     }
 }
@@ -1023,6 +1042,8 @@ impl Notify {
 struct Notified<'a> {
     notify: &'a Notify,
     generation: Option<u64>,
+    /// Its slot among the waiters of `generation`, once registered.
+    slot: Option<usize>,
 }
 
 impl Future for Notified<'_> {
@@ -1035,15 +1056,49 @@ impl Future for Notified<'_> {
                 }
                 self.generation = Some(self.notify.generation.get());
             }
-            Some(g) if g != self.notify.generation.get() => return Poll::Ready(()),
+            Some(g) if g != self.notify.generation.get() => {
+                self.slot = None;
+                return Poll::Ready(());
+            }
             Some(_) => {}
         }
-        // First poll, or a spurious one: (re-)register.
-        let mut waiters = self.notify.waiters.borrow_mut();
-        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            waiters.push(cx.waker().clone());
+        // First poll, or a spurious one: (re-)register in its own slot.
+        let mut slots = self.notify.slots.borrow_mut();
+        match self.slot {
+            Some(i) => match &mut slots.wakers[i] {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                w => *w = Some(cx.waker().clone()),
+            },
+            None => {
+                let waker = Some(cx.waker().clone());
+                let i = match slots.free.pop() {
+                    Some(i) => {
+                        slots.wakers[i] = waker;
+                        i
+                    }
+                    None => {
+                        slots.wakers.push(waker);
+                        slots.wakers.len() - 1
+                    }
+                };
+                drop(slots);
+                self.slot = Some(i);
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Notified<'_> {
+    fn drop(&mut self) {
+        // A slot of an earlier generation was taken by `notify`.
+        if let (Some(i), Some(g)) = (self.slot, self.generation)
+            && g == self.notify.generation.get()
+        {
+            let mut slots = self.notify.slots.borrow_mut();
+            slots.wakers[i] = None;
+            slots.free.push(i);
+        }
     }
 }
 
@@ -1075,4 +1130,60 @@ impl Future for RingReady<'_> {
 
 fn log_warn(msg: &str) {
     eprintln!("WARN shard: {msg}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn poll(f: &mut Pin<Box<Notified<'_>>>, waker: &Waker) -> Poll<()> {
+        f.as_mut().poll(&mut Context::from_waker(waker))
+    }
+
+    fn waiters(n: &Notify) -> usize {
+        n.slots.borrow().wakers.iter().flatten().count()
+    }
+
+    #[test]
+    fn notify_waiters_are_bounded_by_live_futures() {
+        let n = Notify::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        // A loop waiting in a `select!` whose other branch fires: each new waiter takes the
+        // dropped one's slot.
+        for _ in 0..1000 {
+            let mut f = Box::pin(n.notified());
+            assert!(poll(&mut f, &waker).is_pending());
+            assert!(poll(&mut f, &waker).is_pending());
+            assert_eq!(waiters(&n), 1);
+        }
+        assert_eq!(waiters(&n), 0);
+        // Nobody waiting: the notification is kept for the next waiter.
+        n.notify();
+        let mut f = Box::pin(n.notified());
+        assert!(poll(&mut f, &waker).is_ready());
+        let mut a = Box::pin(n.notified());
+        let mut b = Box::pin(n.notified());
+        assert!(poll(&mut a, &waker).is_pending());
+        assert!(poll(&mut b, &waker).is_pending());
+        n.notify();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert!(poll(&mut a, &waker).is_ready());
+        assert!(poll(&mut b, &waker).is_ready());
+        // Woken waiters consumed it: the next one waits.
+        let mut c = Box::pin(n.notified());
+        assert!(poll(&mut c, &waker).is_pending());
+        drop((f, a, b, c));
+        assert_eq!(waiters(&n), 0);
+    }
 }
