@@ -305,8 +305,9 @@ struct ConnIo {
     finished: Cell<u8>,
     /// Index of the listener that accepted it.
     listener: usize,
-    /// TLS and/or WebSocket, on such a listener.
-    layer: Option<RefCell<Layer>>,
+    /// TLS and/or WebSocket, on such a listener. Boxed: a rustls session is over 1 KiB,
+    /// which a plain TCP connection should not carry.
+    layer: Option<Box<RefCell<Layer>>>,
 }
 
 impl ConnIo {
@@ -512,7 +513,7 @@ async fn accept_loop(ctx: Rc<Ctx>, listener: TcpListener, spec: Accept, stop: Rc
         }
         let _ = stream.set_nodelay(true);
         let layer = match Layer::new(&spec.transport) {
-            Ok(l) => l.map(RefCell::new),
+            Ok(l) => l.map(|l| Box::new(RefCell::new(l))),
             Err(e) => {
                 log_warn(&format!("TLS session for {peer}: {e}"));
                 continue;
@@ -544,7 +545,7 @@ fn spawn_connection(
     stream: TcpStream,
     peer: SocketAddr,
     listener: usize,
-    layer: Option<RefCell<Layer>>,
+    layer: Option<Box<RefCell<Layer>>>,
 ) -> Rc<ConnIo> {
     let key = ctx.shard.borrow_mut().handle_accept(Instant::now(), peer);
     let io = Rc::new(ConnIo {
@@ -1152,6 +1153,13 @@ mod tests {
 
     fn waiters(n: &Notify) -> usize {
         n.slots.borrow().wakers.iter().flatten().count()
+    }
+
+    #[test]
+    fn plain_connection_state_stays_small() {
+        // Every idle connection pays for this; TLS and WebSocket state is boxed (`layer`).
+        let size = std::mem::size_of::<ConnIo>();
+        assert!(size <= 384, "ConnIo is {size} bytes");
     }
 
     #[test]
