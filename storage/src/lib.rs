@@ -1,3 +1,9 @@
 //! Durable storage: the append-only, checksummed segment log, snapshots and recovery.
 //!
-//! This crate is being built up; see its README for what it will own.
+//! See the crate's README for what it owns and promises.
+
+pub mod exec;
+pub mod format;
+pub mod lock;
+pub mod log;
+pub mod recover;
