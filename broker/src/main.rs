@@ -14,6 +14,7 @@ fn main() -> ExitCode {
             Err(status) => status,
         },
         Command::Config(command) => cli::config(command),
+        Command::Data(command) => cli::data(command),
     }
 }
 
