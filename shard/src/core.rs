@@ -33,6 +33,7 @@ use net::mqtt::{
 use crate::auth::{AuthClient, AuthExchange, AuthStep};
 use crate::message::{Message, Origin, detach};
 use crate::out::OutQueue;
+use crate::persist::Persist;
 use crate::retained::{Completion, RetainedIndex};
 use crate::session::{Inflight, Queued, Session, SessionState, Stage, SubEntry, SubIds, Will};
 use crate::settings::{Settings, SharedStrategy};
@@ -593,6 +594,25 @@ pub struct Shard {
     /// Delayed publishes by due time, with the publishing session.
     delayed: std::collections::BTreeMap<(Instant, u64), (Key, Publish)>,
     next_delayed: u64,
+    /// The log of durable sessions, once attached ([`Shard::attach_log`]).
+    persist: Option<Persist<Held>>,
+    /// Durable sessions whose header changed since the last flush.
+    dirty_headers: Vec<Key>,
+}
+
+/// What waits for the log before it happens.
+#[derive(Debug)]
+enum Held {
+    /// A PUBACK (or PUBREC, `rec`) to a connection, on the lane its PUBLISH came on.
+    Ack {
+        conn: Key,
+        lane: u32,
+        packet_id: u16,
+        reason: ReasonCode,
+        rec: bool,
+    },
+    /// A message to another shard.
+    Ring(ShardId, ShardMsg),
 }
 
 /// A session that moved to another shard, while its old routes may still bring messages here.
@@ -603,6 +623,9 @@ struct Ghost {
     filters: Vec<MqttStr>,
     /// Routes withdrawn (after `Release`).
     released: bool,
+    /// The session's copy in this shard's log, ended when the ghost retires (the new shard
+    /// has its own on disk by then): its id and its deliveries (message id, queue position).
+    durable_end: Option<(u64, Vec<(u64, u64)>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -666,6 +689,111 @@ impl Shard {
             next_request: 0,
             delayed: std::collections::BTreeMap::new(),
             next_delayed: 0,
+            persist: None,
+            dirty_headers: Vec::new(),
+        }
+    }
+
+    /// Makes sessions with a non-zero expiry durable in `log`; durable session ids start
+    /// after `first_sid` (above every id recovered). Call before serving.
+    pub fn attach_log(&mut self, log: storage::log::Log, first_sid: u64) {
+        self.persist = Some(Persist::new(log, self.id, first_sid));
+    }
+
+    /// The next file operation of the log, if any (see [`storage::log::Log::poll_job`]).
+    pub fn poll_storage_job(&mut self, now: Instant) -> Option<storage::log::Job> {
+        self.flush_headers(now);
+        self.persist.as_mut()?.poll_job(now)
+    }
+
+    /// When the log has a timed job (an interval fsync, a retry).
+    pub fn storage_timeout(&self) -> Option<Instant> {
+        self.persist.as_ref()?.log_ref().poll_timeout()
+    }
+
+    /// The outcome of the last storage job; releases what waited for it.
+    pub fn storage_complete(
+        &mut self,
+        now: Instant,
+        result: std::io::Result<()>,
+        data: Option<Vec<u8>>,
+    ) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        p.complete(now, result, data);
+        self.release_held();
+    }
+
+    fn release_held(&mut self) {
+        while let Some(item) = self.persist.as_mut().and_then(|p| p.poll_released()) {
+            self.do_held(item);
+        }
+    }
+
+    fn do_held(&mut self, item: Held) {
+        match item {
+            Held::Ack {
+                conn,
+                lane,
+                packet_id,
+                reason,
+                rec,
+            } => {
+                let ack = Ack {
+                    packet_id,
+                    reason_code: reason,
+                    ..Ack::default()
+                };
+                let packet = if rec {
+                    Packet::PubRec(ack)
+                } else {
+                    Packet::PubAck(ack)
+                };
+                self.send_on(conn, lane, &packet);
+            }
+            Held::Ring(dest, msg) => self.send_shard(dest, msg),
+        }
+    }
+
+    /// Holds `item` until the records appended so far are durable (at once without a log).
+    fn after_log(&mut self, now: Instant, item: Held) {
+        self.flush_headers(now);
+        let ready = match self.persist.as_mut() {
+            Some(p) => p.defer(item),
+            None => Some(item),
+        };
+        if let Some(item) = ready {
+            self.do_held(item);
+        }
+    }
+
+    /// Marks a durable session's header for rewriting.
+    fn header_changed(&mut self, sid: Key) {
+        if self.persist.is_some()
+            && let Some(s) = self.sessions.get_mut(sid)
+            && s.durable.is_some()
+            && !s.header_dirty
+        {
+            s.header_dirty = true;
+            self.dirty_headers.push(sid);
+        }
+    }
+
+    fn flush_headers(&mut self, now: Instant) {
+        if self.dirty_headers.is_empty() {
+            return;
+        }
+        let unix_ms = self.wall_ms(now);
+        let Some(p) = self.persist.as_mut() else {
+            self.dirty_headers.clear();
+            return;
+        };
+        for sid in self.dirty_headers.drain(..) {
+            if let Some(s) = self.sessions.get_mut(sid) {
+                s.header_dirty = false;
+                p.header(s, now, unix_ms);
+            }
         }
     }
 
@@ -1428,6 +1556,7 @@ impl Shard {
                 self.add_subscription(sid, &filter, entry);
             }
         }
+        self.persist_session(now, sid);
         if session_present {
             // The session moved here: fence so the old shard can retire its ghost.
             if let Some(s) = self.sessions.get_mut(sid) {
@@ -1522,6 +1651,45 @@ impl Shard {
         self.complete_pending_takeover(now, conn, &connect.client_id);
     }
 
+    /// After CONNECT: a session with a non-zero expiry is written to the log (its header, or
+    /// all of it when it came from another shard or was not durable); one with a zero expiry
+    /// leaves this shard's log.
+    fn persist_session(&mut self, now: Instant, sid: Key) {
+        let unix_ms = self.wall_ms(now);
+        let me = self.id;
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if s.expiry_interval.is_zero() {
+            // A copy on another shard ends when its ghost retires.
+            if let Some(d) = s.durable.take()
+                && d.shard == me
+            {
+                p.end(d.sid, durable_deliveries(s).into_iter());
+            }
+            for q in s.mqueue.iter_mut() {
+                q.seq = 0;
+            }
+            for i in s.inflight.iter_mut() {
+                i.delivery.seq = 0;
+            }
+            return;
+        }
+        match s.durable {
+            Some(d) if d.shard == me => {
+                s.header_dirty = false;
+                p.header(s, now, unix_ms);
+            }
+            previous => {
+                s.durable = Some(p.identity(previous.as_ref()));
+                p.whole(s, now, unix_ms);
+            }
+        }
+    }
+
     fn complete_pending_takeover(&mut self, now: Instant, conn: Key, client_id: &MqttStr) {
         let Some((new_shard, new_conn, want)) = self.pending_takeover.remove(&conn.to_u64()) else {
             return;
@@ -1589,8 +1757,17 @@ impl Shard {
                 return;
             };
             if s.awaiting_rel.contains_key(&packet_id) {
-                // A retransmission of a message already routed (4.3.3 method A).
-                self.send(conn, &Packet::PubRec(Ack::new(packet_id)));
+                // A retransmission of a message already routed (4.3.3 method A): answered
+                // in order, after the first one.
+                let lane = self.conns.get(conn).map_or(0, |c| c.lane);
+                let held = Held::Ack {
+                    conn,
+                    lane,
+                    packet_id,
+                    reason: ReasonCode::SUCCESS,
+                    rec: true,
+                };
+                self.after_log(now, held);
                 return;
             }
             if s.awaiting_rel.len() >= self.settings.max_awaiting_rel {
@@ -1599,6 +1776,9 @@ impl Shard {
                 return;
             }
             s.awaiting_rel.insert(packet_id, now);
+            if let Some(p) = self.persist.as_mut() {
+                p.rx_qos2(s, packet_id, false);
+            }
             if !s.await_rel_armed {
                 s.await_rel_armed = true;
                 self.arm(now + self.settings.await_rel_timeout, Timer::AwaitRel(sid));
@@ -1666,16 +1846,18 @@ impl Shard {
         } else {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
         };
-        let ack = Ack {
-            packet_id,
-            reason_code: reason,
-            ..Ack::default()
-        };
-        match qos {
-            QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send(conn, &Packet::PubAck(ack)),
-            QoS::ExactlyOnce => self.send(conn, &Packet::PubRec(ack)),
+        if qos == QoS::AtMostOnce {
+            return;
         }
+        // Acknowledged once what it was queued as, for durable sessions here, is on disk.
+        let held = Held::Ack {
+            conn,
+            lane,
+            packet_id,
+            reason,
+            rec: qos == QoS::ExactlyOnce,
+        };
+        self.after_log(now, held);
     }
 
     /// The client a topic of connection `conn` (session `sid`) is rewritten for.
@@ -1989,6 +2171,13 @@ impl Shard {
         }
         s.mqueue = keep;
         pending.extend(moved);
+        // Redispatched to other members (their own deliveries, in their logs).
+        if let Some(p) = self.persist.as_mut() {
+            for q in &mut pending {
+                p.done(s, q);
+                q.seq = 0;
+            }
+        }
         let (client_id, token) = (s.client_id.clone(), s.reg_token);
         for f in &shared {
             self.announce_shared(sid, f, None);
@@ -2120,7 +2309,7 @@ impl Shard {
         }
     }
 
-    fn on_move(&mut self, from: ShardId, m: MoveMsg) {
+    fn on_move(&mut self, now: Instant, from: ShardId, m: MoveMsg) {
         match m {
             MoveMsg::Fence(epoch) => {
                 self.send_shard(from, ShardMsg::Move(MoveMsg::FenceAck(epoch)))
@@ -2138,7 +2327,10 @@ impl Shard {
                 };
                 match done {
                     FenceDone::Release { old, token } => {
-                        self.send_shard(old, ShardMsg::Move(MoveMsg::Release { token }));
+                        // The old shard forgets its copy of the session on `Release`: ours
+                        // must be on disk first.
+                        let release = ShardMsg::Move(MoveMsg::Release { token });
+                        self.after_log(now, Held::Ring(old, release));
                     }
                     FenceDone::SubAck {
                         conn,
@@ -2157,6 +2349,11 @@ impl Shard {
                         let Some(g) = self.ghosts.remove(&token) else {
                             return;
                         };
+                        if let (Some((sid, deliveries)), Some(p)) =
+                            (g.durable_end, self.persist.as_mut())
+                        {
+                            p.end(sid, deliveries.into_iter());
+                        }
                         for f in &g.filters {
                             self.ghost_subs.remove(f, &token);
                         }
@@ -2210,6 +2407,16 @@ impl Shard {
                 self.stats.move_dedup_overflows += 1;
             }
         }
+        let mut q = q;
+        if q.qos != QoS::AtMostOnce
+            && s.durable.is_some()
+            && let Some(p) = self.persist.as_mut()
+        {
+            let unix_ms = self.clock.map_or(0, |(base, ms)| {
+                ms + u64::try_from(now.saturating_duration_since(base).as_millis()).unwrap_or(0)
+            });
+            p.enqueue(s, &mut q, now, unix_ms);
+        }
         let online = s.conn.filter(|c| {
             self.conns
                 .get(*c)
@@ -2244,6 +2451,9 @@ impl Shard {
             return;
         };
         if let Some(dropped) = s.enqueue(q, max) {
+            if let Some(p) = self.persist.as_mut() {
+                p.done(s, &dropped);
+            }
             self.stats.dropped_queue_full += 1;
             if dropped.qos != QoS::AtMostOnce {
                 self.stats.dropped_queue_full_qos12 += 1;
@@ -2328,7 +2538,11 @@ impl Shard {
             && s.inflight[pos].stage == Stage::Published
             && s.inflight[pos].delivery.qos == QoS::AtLeastOnce
         {
-            s.inflight.remove(pos);
+            if let Some(i) = s.inflight.remove(pos)
+                && let Some(p) = self.persist.as_mut()
+            {
+                p.done(s, &i.delivery);
+            }
             self.stats.messages_acked += 1;
             self.drain_queue(now, sid);
         }
@@ -2358,9 +2572,16 @@ impl Shard {
         };
         if !ack.reason_code.is_success() {
             // 4.3.3: a failure PUBREC ends the flow.
-            s.inflight.remove(pos);
+            if let Some(i) = s.inflight.remove(pos)
+                && let Some(p) = self.persist.as_mut()
+            {
+                p.done(s, &i.delivery);
+            }
             self.drain_queue(now, sid);
             return;
+        }
+        if let Some(p) = self.persist.as_mut() {
+            p.released(s, &s.inflight[pos].delivery);
         }
         s.inflight[pos].stage = Stage::Released;
         s.inflight[pos].sent_at = now;
@@ -2372,6 +2593,9 @@ impl Shard {
             .sessions
             .get_mut(sid)
             .is_some_and(|s| s.awaiting_rel.remove(&packet_id).is_some());
+        if known && let (Some(p), Some(s)) = (self.persist.as_mut(), self.sessions.get(sid)) {
+            p.rx_qos2(s, packet_id, true);
+        }
         let v5 = self
             .conns
             .get(conn)
@@ -2396,7 +2620,11 @@ impl Shard {
         if let Some(pos) = s.inflight_position(packet_id)
             && s.inflight[pos].stage == Stage::Released
         {
-            s.inflight.remove(pos);
+            if let Some(i) = s.inflight.remove(pos)
+                && let Some(p) = self.persist.as_mut()
+            {
+                p.done(s, &i.delivery);
+            }
             self.stats.messages_acked += 1;
             self.drain_queue(now, sid);
         }
@@ -2439,12 +2667,20 @@ impl Shard {
     /// Sends `q` as packet `pid` and keeps it in the inflight window until acknowledged,
     /// unless it was dropped on the way (expired, or over the client's Maximum Packet Size).
     fn send_inflight(&mut self, now: Instant, sid: Key, conn: Key, pid: u16, q: Queued) {
-        if !self.write_publish(now, conn, &q, pid, false) {
-            return;
-        }
+        let sent = self.write_publish(now, conn, &q, pid, false);
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
+        if let Some(p) = self.persist.as_mut() {
+            if sent {
+                p.sent(s, &q, pid);
+            } else {
+                p.done(s, &q);
+            }
+        }
+        if !sent {
+            return;
+        }
         s.inflight.push_back(Inflight {
             packet_id: pid,
             delivery: q,
@@ -2542,6 +2778,7 @@ impl Shard {
                 if let Some(sess) = self.sessions.get_mut(sid) {
                     sess.subscriptions.insert(owned(&s.filter), entry);
                 }
+                self.header_changed(sid);
                 // Retained messages are not sent for shared subscriptions (4.8.2).
                 self.announce_shared(sid, &s.filter, Some(entry));
                 announced = true;
@@ -2584,6 +2821,7 @@ impl Shard {
                     .sessions
                     .get_mut(sid)
                     .is_some_and(|sess| sess.subscriptions.insert(filter.clone(), entry).is_some());
+                self.header_changed(sid);
                 // Retain Handling (3.8.3.1): 0 always, 1 only for a new subscription, 2 never.
                 let wants_retained = match options.retain_handling {
                     RetainHandling::SendAtSubscribe => true,
@@ -2782,6 +3020,7 @@ impl Shard {
             if let Some(s) = self.sessions.get_mut(p.sid) {
                 s.subscriptions.insert(full.clone(), *entry);
             }
+            self.header_changed(p.sid);
             announced |= self.add_subscription(p.sid, full, *entry);
             self.stats.subscribes += 1;
         }
@@ -2906,6 +3145,7 @@ impl Shard {
                         sub_ids: ids.clone(),
                         shared: None,
                         lane: r.entry.lane,
+                        seq: 0,
                     };
                     self.stats.retained_delivered += 1;
                     self.dispatch(now, sid, q);
@@ -2982,6 +3222,9 @@ impl Shard {
                 .sessions
                 .get_mut(sid)
                 .is_some_and(|s| s.subscriptions.remove(&f).is_some());
+            if existed {
+                self.header_changed(sid);
+            }
             if existed && split_share(&f).is_some() {
                 self.announce_shared(sid, &f, None);
             } else if existed {
@@ -3121,7 +3364,7 @@ impl Shard {
             ShardMsg::Route { filter, add } => self.apply_route(from, &filter, add),
             ShardMsg::Registry(r) => self.on_registry(now, from, *r),
             ShardMsg::Forward(f) => self.on_forward(now, *f),
-            ShardMsg::Move(m) => self.on_move(from, m),
+            ShardMsg::Move(m) => self.on_move(now, from, m),
             ShardMsg::Retain(m) => self.on_retain(now, from, m),
             ShardMsg::Shared(m) => self.on_shared(*m),
             ShardMsg::Exclusive(m) => self.on_exclusive(from, *m),
@@ -3273,17 +3516,25 @@ impl Shard {
             }
             self.remove_subscription(sid, f);
         }
+        let local_copy = session.durable.filter(|d| d.shard == self.id);
         if moving {
+            let durable_end = local_copy
+                .filter(|_| new_shard != self.id)
+                .map(|d| (d.sid, durable_deliveries(&session)));
             let ghost = Ghost {
                 client_id: session.client_id.clone(),
                 dest: new_shard,
                 filters,
                 released: false,
+                durable_end,
             };
             self.ghosts.insert(new_conn, ghost);
             Some(Box::new(session.take_state()))
         } else {
             self.stats.dropped_session_ended += unacked_qos12(&session) as u64;
+            if let (Some(d), Some(p)) = (local_copy, self.persist.as_mut()) {
+                p.end(d.sid, durable_deliveries(&session).into_iter());
+            }
             None
         }
     }
@@ -3353,6 +3604,7 @@ impl Shard {
             let at = now + s.expiry_interval;
             s.expires_at = Some(at);
             self.arm(at, Timer::SessionExpiry(sid));
+            self.header_changed(sid);
         }
     }
 
@@ -3368,6 +3620,12 @@ impl Shard {
         let Some(s) = self.sessions.remove(sid) else {
             return;
         };
+        if let (Some(d), Some(p)) = (
+            s.durable.filter(|d| d.shard == self.id),
+            self.persist.as_mut(),
+        ) {
+            p.end(d.sid, durable_deliveries(&s).into_iter());
+        }
         self.by_client.remove(&s.client_id);
         for f in s.subscriptions.keys() {
             self.remove_subscription(sid, f);
@@ -3593,6 +3851,7 @@ impl Shard {
                     if let Some(w) = s.will.take() {
                         self.publish_will(now, sid, w);
                     }
+                    self.header_changed(sid);
                 }
             }
             Timer::ConnectTimeout(conn) => {
@@ -3658,6 +3917,13 @@ impl Shard {
                     return;
                 };
                 let before = s.awaiting_rel.len();
+                if let Some(p) = self.persist.as_mut() {
+                    for (&packet_id, &at) in &s.awaiting_rel {
+                        if at + timeout <= now {
+                            p.rx_qos2(s, packet_id, true);
+                        }
+                    }
+                }
                 s.awaiting_rel.retain(|_, at| *at + timeout > now);
                 self.stats.dropped_await_rel_timeout += (before - s.awaiting_rel.len()) as u64;
                 s.await_rel_armed = false;
@@ -3679,6 +3945,17 @@ fn owner_of(client_id: &str, shards: u16) -> ShardId {
 }
 
 /// QoS 1/2 messages a session still holds (inflight or queued).
+/// The deliveries of a session that are in this shard's log: (message id, queue position).
+fn durable_deliveries(s: &Session) -> Vec<(u64, u64)> {
+    s.inflight
+        .iter()
+        .map(|i| &i.delivery)
+        .chain(s.mqueue.iter())
+        .filter(|q| q.seq != 0)
+        .map(|q| (q.msg.id, q.seq))
+        .collect()
+}
+
 fn unacked_qos12(s: &Session) -> usize {
     s.inflight
         .iter()
@@ -3720,6 +3997,7 @@ fn merge_delivery<'a>(
         sub_ids: ids,
         shared: None,
         lane,
+        seq: 0,
     })
 }
 

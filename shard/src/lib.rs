@@ -10,6 +10,7 @@ pub mod core;
 pub mod driver;
 pub mod message;
 pub mod out;
+pub mod persist;
 pub mod quic;
 pub mod retained;
 pub mod rewrite;

@@ -63,6 +63,8 @@ pub struct Queued {
     pub shared: Option<u64>,
     /// The lane to write it on (the subscription's, [`SubEntry::lane`]).
     pub lane: u32,
+    /// Its position in a durable session's queue in the log (0: not in the log).
+    pub seq: u64,
 }
 
 /// Where an outgoing QoS 1/2 message is in its flow.
@@ -126,6 +128,10 @@ pub struct Session {
     pub will: Option<Box<Will>>,
     /// When a delayed will is due (the connection is gone, Will Delay Interval running).
     pub will_at: Option<Instant>,
+    /// Its identity in the shard's log while the session is durable (expiry not zero).
+    pub durable: Option<crate::persist::Durable>,
+    /// Its header changed since it was last written to the log.
+    pub header_dirty: bool,
 }
 
 /// A Will Message, copied out of the CONNECT that carried it.
@@ -152,6 +158,8 @@ pub struct SessionState {
     pub awaiting_rel: HashMap<u16, Instant>,
     /// Last packet identifier used.
     pub last_packet_id: u16,
+    /// Its durable identity where it was.
+    pub durable: Option<crate::persist::Durable>,
 }
 
 impl Session {
@@ -175,6 +183,8 @@ impl Session {
             dedup: None,
             will: None,
             will_at: None,
+            durable: None,
+            header_dirty: false,
         }
     }
 
@@ -192,6 +202,7 @@ impl Session {
             mqueue: s.mqueue,
             awaiting_rel: s.awaiting_rel,
             last_packet_id: s.last_packet_id,
+            durable: s.durable,
             ..Self::new(client_id, reg_token, version)
         }
     }
@@ -205,6 +216,7 @@ impl Session {
             mqueue: std::mem::take(&mut self.mqueue),
             awaiting_rel: std::mem::take(&mut self.awaiting_rel),
             last_packet_id: self.last_packet_id,
+            durable: self.durable.take(),
         }
     }
 

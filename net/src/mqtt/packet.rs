@@ -684,7 +684,8 @@ pub struct SubscriptionOptions {
 }
 
 impl SubscriptionOptions {
-    fn decode(b: u8, v5: bool) -> Result<Self, Malformed> {
+    /// The options of a SUBSCRIBE options byte.
+    pub fn decode(b: u8, v5: bool) -> Result<Self, Malformed> {
         let reserved = if v5 { 0xC0 } else { 0xFC };
         if b & reserved != 0 {
             return Err(Malformed::SubscriptionOptionsReserved(b));
@@ -705,7 +706,9 @@ impl SubscriptionOptions {
         })
     }
 
-    fn to_byte(self, v5: bool) -> u8 {
+    /// The options byte of a SUBSCRIBE (`v5`: with No Local, Retain As Published and Retain
+    /// Handling).
+    pub fn to_byte(self, v5: bool) -> u8 {
         let mut b = self.qos as u8;
         if v5 {
             b |= (u8::from(self.no_local) << 2)

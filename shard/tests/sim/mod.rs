@@ -149,6 +149,10 @@ pub struct Sim {
     /// Times a ring was full and a message was requeued.
     pub ring_full: u64,
     next_port: u32,
+    /// Per shard, the files its log writes to ([`Sim::attach_logs`]).
+    logs: Vec<storage::exec::Files>,
+    /// Whether [`Sim::step`] runs the logs' jobs (else [`Sim::run_storage`] does).
+    pub auto_storage: bool,
 }
 
 impl Sim {
@@ -170,7 +174,40 @@ impl Sim {
             ring_messages: 0,
             ring_full: 0,
             next_port: 0,
+            logs: Vec::new(),
+            auto_storage: true,
         }
+    }
+
+    /// Gives every shard a log in `dir/shard-<i>` (recovering what is there), with `policy`.
+    pub fn attach_logs(&mut self, dir: &std::path::Path, policy: storage::log::Policy) {
+        for (i, shard) in self.shards.iter_mut().enumerate() {
+            let d = dir.join(format!("shard-{i}"));
+            let rec = storage::recover::recover(&d, true, |_, _| {}).unwrap();
+            let o = storage::log::LogOptions {
+                policy,
+                ..storage::log::LogOptions::default()
+            };
+            let log = storage::log::Log::new(i as u32, o, &rec.existing, self.now);
+            shard.attach_log(log, 1);
+            self.logs.push(storage::exec::Files::new(&d).unwrap());
+        }
+        self.drive();
+    }
+
+    /// Runs every shard's pending log jobs; returns whether any ran.
+    pub fn run_storage(&mut self) -> bool {
+        let mut ran = false;
+        for (i, files) in self.logs.iter_mut().enumerate() {
+            let shard = &mut self.shards[i];
+            while let Some(job) = shard.poll_storage_job(self.now) {
+                let (res, data) = files.run(job);
+                assert!(res.is_ok(), "storage job: {res:?}");
+                shard.storage_complete(self.now, res, data);
+                ran = true;
+            }
+        }
+        ran
     }
 
     /// Like [`Sim::new`], but rings are delivered with pseudo-random delays and interleaving
@@ -605,6 +642,12 @@ impl Sim {
             progress = true;
         }
         progress |= self.deliver_rings();
+        if self.auto_storage && self.run_storage() {
+            progress = true;
+            for s in 0..self.shard_count() {
+                self.pump(s);
+            }
+        }
         progress
     }
 

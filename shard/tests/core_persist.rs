@@ -1,0 +1,182 @@
+//! Durable sessions in the shards' logs: what the records replay to matches the live state,
+//! sessions that move between shards end up in one log with a higher incarnation, and a
+//! PUBLISH to a durable session is acknowledged only once its records are written.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod sim;
+
+use std::path::{Path, PathBuf};
+
+use net::mqtt::{Disconnect, Packet, ProtocolVersion, QoS, ReasonCode};
+use sim::{Sim, persistent_v5, settings};
+use storage::image::Image;
+use storage::log::Policy;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("shard-persist-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Every shard's log read back and merged, as a restarting broker would.
+fn image(dir: &Path, shards: u16) -> Image {
+    let mut all = Image::default();
+    for i in 0..shards {
+        let s =
+            storage::dir::load_shard(u32::from(i), &dir.join(format!("shard-{i}")), false).unwrap();
+        assert!(s.report.is_clean(), "{:?}", s.report.problems);
+        assert_eq!(s.undecodable, 0, "{:?}", s.first_undecodable);
+        all.merge(s.image);
+    }
+    all
+}
+
+fn session<'a>(i: &'a Image, client: &str) -> Option<&'a storage::image::SessionImage> {
+    i.sessions.values().find(|s| s.header.client_id == client)
+}
+
+#[test]
+fn offline_queue_is_in_the_log_and_leaves_it_when_delivered() {
+    for shards in [1u16, 2] {
+        let dir = scratch(&format!("queue-{shards}"));
+        let mut sim = Sim::new(shards, settings());
+        sim.attach_logs(
+            &dir,
+            Policy::Interval(std::time::Duration::from_millis(100)),
+        );
+        let sub_shard = shards - 1;
+        let (sub, _) = sim.connect_with(sub_shard, persistent_v5("durable-sub", 3600));
+        sim.subscribe(sub, "q/1", QoS::AtLeastOnce);
+        sim.subscribe(sub, "q/2", QoS::ExactlyOnce);
+        sim.close(sub);
+        let (publisher, _) = sim.connect(0, ProtocolVersion::V5, "pub", true, 0);
+        for i in 0..50 {
+            let ack = sim.publish(publisher, "q/1", format!("one {i}"), QoS::AtLeastOnce);
+            assert!(ack.is_some_and(|a| a.reason_code.is_success()));
+            sim.publish(publisher, "q/2", format!("two {i}"), QoS::ExactlyOnce);
+            // QoS 0 stays in memory.
+            sim.publish(publisher, "q/1", "zero", QoS::AtMostOnce);
+        }
+        let img = image(&dir, shards);
+        let s = session(&img, "durable-sub").expect("the session is in the log");
+        assert_eq!(s.header.expiry_interval_s, 3600);
+        assert!(
+            s.header.expires_at_ms.is_some(),
+            "offline: its expiry is set"
+        );
+        let filters: Vec<&str> = s
+            .header
+            .subscriptions
+            .iter()
+            .map(|s| s.filter.as_str())
+            .collect();
+        assert_eq!(filters, ["q/1", "q/2"]);
+        assert_eq!(s.deliveries.len(), 100, "shards {shards}");
+        assert_eq!(
+            s.deliveries.values().filter(|d| d.enqueue.qos == 2).count(),
+            50
+        );
+        assert_eq!(img.counts().messages, 100);
+        assert!(
+            session(&img, "pub").is_none(),
+            "a clean session is not durable"
+        );
+
+        // Back online: everything delivered and acknowledged leaves the log.
+        let (sub, present) = {
+            let (c, ack) = sim.connect_with(sub_shard, persistent_v5("durable-sub", 3600));
+            (c, ack.session_present)
+        };
+        assert!(present);
+        assert_eq!(sim.received(sub).len(), 150);
+        let img = image(&dir, shards);
+        let s = session(&img, "durable-sub").unwrap();
+        assert!(s.deliveries.is_empty(), "{:?}", s.deliveries.keys());
+        assert_eq!(img.counts().messages, 0);
+
+        // Expiry 0 at DISCONNECT ends it.
+        let mut d = Disconnect::new(ReasonCode::NORMAL_DISCONNECTION);
+        d.properties.session_expiry_interval = Some(0);
+        sim.send(sub, &Packet::Disconnect(d));
+        sim.drive();
+        assert!(session(&image(&dir, shards), "durable-sub").is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn a_session_that_moves_shards_is_kept_once_with_a_higher_incarnation() {
+    let dir = scratch("move");
+    let mut sim = Sim::new(2, settings());
+    sim.attach_logs(&dir, Policy::Always);
+    let (c, _) = sim.connect_with(0, persistent_v5("mover", 600));
+    sim.subscribe(c, "m/#", QoS::AtLeastOnce);
+    sim.close(c);
+    let (p, _) = sim.connect(1, ProtocolVersion::V5, "p", true, 0);
+    for i in 0..10 {
+        sim.publish(p, "m/x", format!("{i}"), QoS::AtLeastOnce);
+    }
+    let before = session(&image(&dir, 2), "mover").unwrap().clone();
+    assert_eq!(before.deliveries.len(), 10);
+    // Reconnect on the other shard without acknowledging: the state moves there.
+    let (c, ack) = sim.connect_manual(1, persistent_v5("mover", 600));
+    assert!(ack.session_present);
+    let img = image(&dir, 2);
+    let after = session(&img, "mover").unwrap();
+    assert!(after.header.incarnation > before.header.incarnation);
+    assert_eq!(after.header.sid >> 48, 1, "held by shard 1's log now");
+    assert_eq!(after.deliveries.len(), 10);
+    assert!(
+        after.deliveries.values().all(|d| d.packet_id.is_some()),
+        "sent again"
+    );
+    // Shard 0's log no longer holds a copy of its own.
+    let s0 = storage::dir::load_shard(0, &dir.join("shard-0"), false).unwrap();
+    assert!(
+        s0.image.sessions.is_empty(),
+        "{:?}",
+        s0.image.sessions.keys()
+    );
+    let _ = c;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn puback_waits_for_the_log() {
+    let dir = scratch("puback");
+    let mut sim = Sim::new(1, settings());
+    sim.attach_logs(&dir, Policy::Always);
+    let (c, _) = sim.connect_with(0, persistent_v5("offline", 600));
+    sim.subscribe(c, "w/1", QoS::AtLeastOnce);
+    sim.close(c);
+    let (p, _) = sim.connect(0, ProtocolVersion::V5, "p", true, 0);
+    sim.auto_storage = false;
+    let id = sim.send_publish(p, "w/1", "held", QoS::AtLeastOnce);
+    sim.drive();
+    assert!(
+        !sim.packets(p)
+            .iter()
+            .any(|x| matches!(x, Packet::PubAck(_))),
+        "no PUBACK before the write"
+    );
+    assert!(sim.run_storage());
+    sim.drive();
+    let acks: Vec<u16> = sim
+        .packets(p)
+        .into_iter()
+        .filter_map(|x| match x {
+            Packet::PubAck(a) => Some(a.packet_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, [id]);
+    // With nothing durable to write, no wait.
+    sim.send_publish(p, "nobody/listens", "x", QoS::AtLeastOnce);
+    sim.drive();
+    assert!(
+        sim.packets(p)
+            .iter()
+            .any(|x| matches!(x, Packet::PubAck(_)))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
