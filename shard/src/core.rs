@@ -598,6 +598,9 @@ pub struct Shard {
     persist: Option<Persist<Held>>,
     /// Durable sessions whose header changed since the last flush.
     dirty_headers: Vec<Key>,
+    /// Sessions restored from the logs so far (their registration tokens count down from the
+    /// top, away from connection keys).
+    restored: u64,
 }
 
 /// What waits for the log before it happens.
@@ -691,6 +694,7 @@ impl Shard {
             next_delayed: 0,
             persist: None,
             dirty_headers: Vec::new(),
+            restored: 0,
         }
     }
 
@@ -698,6 +702,163 @@ impl Shard {
     /// after `first_sid` (above every id recovered). Call before serving.
     pub fn attach_log(&mut self, log: storage::log::Log, first_sid: u64) {
         self.persist = Some(Persist::new(log, self.id, first_sid));
+    }
+
+    /// Installs sessions recovered from the logs, offline, on this shard (which must own their
+    /// client ids), and starts message ids above `first_id` (every recovered id's counter). Each
+    /// gets a new durable identity, with a higher incarnation; call [`Shard::snapshot_all`]
+    /// next so the log holds them. Call before serving, after [`Shard::attach_log`].
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        sessions: Vec<storage::image::SessionImage>,
+        messages: &HashMap<u64, storage::schema::MessageV1>,
+        first_id: u64,
+    ) -> usize {
+        self.next_message = self.next_message.max(first_id & ((1 << 48) - 1));
+        let mut cache = HashMap::new();
+        let mut restored = 0;
+        for img in sessions {
+            let h = img.header;
+            let Some(version) = ProtocolVersion::from_level(h.protocol) else {
+                continue;
+            };
+            let client_id = MqttStr::from(h.client_id.clone());
+            if self.by_client.contains_key(&client_id)
+                || h.expires_at_ms.is_some_and(|at| at <= unix_ms)
+            {
+                // Expired while the broker was down (its records go with the next snapshot).
+                continue;
+            }
+            self.restored += 1;
+            let token = u64::MAX - self.restored;
+            let mut s = Session::new(client_id.clone(), token, version);
+            s.expiry_interval = Duration::from_secs(u64::from(h.expiry_interval_s));
+            // Online when the broker stopped: offline from now.
+            s.expires_at = Some(match h.expires_at_ms {
+                Some(at) => crate::persist::instant_at(at, now, unix_ms),
+                None => now + s.expiry_interval,
+            });
+            for sub in &h.subscriptions {
+                let Ok(options) = net::mqtt::SubscriptionOptions::decode(sub.options, true) else {
+                    continue;
+                };
+                let entry = SubEntry {
+                    options,
+                    id: sub.id,
+                    lane: 0,
+                };
+                s.subscriptions
+                    .insert(MqttStr::from(sub.filter.clone()), entry);
+            }
+            s.will = h.will.as_ref().and_then(|w| {
+                Some(Box::new(Will {
+                    publish: detach(crate::persist::decode_publish(&w.publish)?),
+                    delay: Duration::from_secs(u64::from(w.delay_s)),
+                }))
+            });
+            s.will_at = h
+                .will_at_ms
+                .filter(|_| s.will.is_some())
+                .map(|at| crate::persist::instant_at(at, now, unix_ms));
+            s.last_packet_id = h.last_packet_id;
+            for d in img.deliveries.into_values() {
+                let e = d.enqueue;
+                let Some(m) = messages.get(&e.mid) else {
+                    continue;
+                };
+                let Some(msg) = crate::persist::restore_message(m, now, unix_ms, &mut cache) else {
+                    continue;
+                };
+                let sub_ids = match e.sub_ids.as_slice() {
+                    [] => SubIds::None,
+                    [one] => SubIds::One(*one),
+                    many => SubIds::Many(many.into()),
+                };
+                let q = Queued {
+                    msg,
+                    qos: QoS::from_u8(e.qos).unwrap_or(QoS::AtLeastOnce),
+                    retain: e.retain,
+                    sub_ids,
+                    shared: None,
+                    lane: 0,
+                    seq: 0,
+                };
+                match d.packet_id {
+                    Some(packet_id) => s.inflight.push_back(Inflight {
+                        packet_id,
+                        delivery: q,
+                        stage: if d.released {
+                            Stage::Released
+                        } else {
+                            Stage::Published
+                        },
+                        sent_at: now,
+                    }),
+                    None => s.mqueue.push_back(q),
+                }
+            }
+            for packet_id in img.rx_qos2 {
+                s.awaiting_rel.insert(packet_id, now);
+            }
+            if let Some(p) = self.persist.as_mut() {
+                let previous = crate::persist::Durable {
+                    sid: h.sid,
+                    incarnation: h.incarnation,
+                    shard: u16::MAX,
+                    next_seq: 1,
+                };
+                s.durable = Some(p.identity(Some(&previous)));
+                p.number(&mut s);
+            }
+            let expires_at = s.expires_at;
+            let will_at = s.will_at;
+            let filters: Vec<(MqttStr, SubEntry)> = s
+                .subscriptions
+                .iter()
+                .map(|(f, e)| (f.clone(), *e))
+                .collect();
+            let sid = self.sessions.insert(s);
+            self.by_client.insert(client_id.clone(), sid);
+            self.registry.insert(
+                client_id,
+                RegEntry {
+                    shard: self.id,
+                    token,
+                },
+            );
+            for (f, e) in filters {
+                // Offline sessions are not members of shared groups; they rejoin on CONNECT.
+                if split_share(&f).is_none() {
+                    self.add_subscription(sid, &f, e);
+                }
+            }
+            if let Some(at) = expires_at {
+                self.arm(at, Timer::SessionExpiry(sid));
+            }
+            if let Some(at) = will_at {
+                self.arm(at, Timer::Will(sid));
+            }
+            restored += 1;
+        }
+        restored
+    }
+
+    /// Writes a snapshot of every durable session (at start, after [`Shard::restore`]): once
+    /// it is on disk, the segments it replaces are deleted.
+    pub fn snapshot_all(&mut self, now: Instant) {
+        let unix_ms = self.wall_ms(now);
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        p.snapshot_begin();
+        for (_, s) in self.sessions.iter() {
+            if s.durable.is_some() {
+                p.snapshot_session(s, now, unix_ms);
+            }
+        }
+        p.snapshot_finish();
     }
 
     /// The next file operation of the log, if any (see [`storage::log::Log::poll_job`]).

@@ -51,6 +51,8 @@ pub struct Persist<T> {
     next_sid: u64,
     /// Message bodies in the log, by message id, with the number of live deliveries of each.
     bodies: HashMap<u64, u32>,
+    /// Message bodies in the snapshot in progress.
+    snap_bodies: std::collections::HashSet<u64>,
     held: VecDeque<(Ticket, T)>,
 }
 
@@ -64,6 +66,7 @@ impl<T> Persist<T> {
             packet: BytesMut::new(),
             next_sid: first_sid.max(1),
             bodies: HashMap::new(),
+            snap_bodies: std::collections::HashSet::new(),
             held: VecDeque::new(),
         }
     }
@@ -132,7 +135,13 @@ impl<T> Persist<T> {
 
     /// Writes a session's header. `unix_ms` converts its instants.
     pub fn header(&mut self, s: &Session, now: Instant, unix_ms: u64) {
-        let Some(d) = s.durable else { return };
+        if let Some(r) = self.header_record(s, now, unix_ms) {
+            self.put(&r);
+        }
+    }
+
+    fn header_record(&mut self, s: &Session, now: Instant, unix_ms: u64) -> Option<Record> {
+        let d = s.durable?;
         let at = |i: Option<Instant>| {
             i.map(|i| unix_ms.saturating_add(i.saturating_duration_since(now).as_millis() as u64))
         };
@@ -162,7 +171,103 @@ impl<T> Persist<T> {
             will_at_ms: at(s.will_at),
             last_packet_id: s.last_packet_id,
         });
-        self.put(&r);
+        Some(r)
+    }
+
+    /// Starts a snapshot (see [`storage::log::Log::begin_snapshot`]).
+    pub fn snapshot_begin(&mut self) {
+        self.log.begin_snapshot();
+        self.snap_bodies.clear();
+    }
+
+    /// Ends the snapshot.
+    pub fn snapshot_finish(&mut self) {
+        self.log.finish_snapshot();
+        self.snap_bodies.clear();
+    }
+
+    /// Snapshot bytes not yet written.
+    pub fn snapshot_backlog(&self) -> usize {
+        self.log.snapshot_backlog()
+    }
+
+    fn snap(&mut self, r: &Record) {
+        r.encode(&mut self.buf);
+        self.log.snapshot_record(r.kind(), V1, &self.buf);
+    }
+
+    /// Adds a durable session, as it is now, to the snapshot in progress.
+    pub fn snapshot_session(&mut self, s: &Session, now: Instant, unix_ms: u64) {
+        let Some(h) = self.header_record(s, now, unix_ms) else {
+            return;
+        };
+        let Some(d) = s.durable else { return };
+        self.snap(&h);
+        let inflight = s.inflight.iter().map(|i| (&i.delivery, Some(i)));
+        let queued = s.mqueue.iter().map(|q| (q, None));
+        for (q, i) in inflight.chain(queued) {
+            if q.seq == 0 {
+                continue;
+            }
+            let m = &q.msg;
+            if self.snap_bodies.insert(m.id) {
+                let expires_at_ms = m.expires_at.map(|at| {
+                    unix_ms.saturating_add(at.saturating_duration_since(now).as_millis() as u64)
+                });
+                let publish = encode_message(&mut self.packet, m);
+                self.snap(&Record::Message(MessageV1 {
+                    mid: m.id,
+                    expires_at_ms,
+                    publish,
+                }));
+            }
+            self.snap(&Record::Enqueue(EnqueueV1 {
+                sid: d.sid,
+                seq: q.seq,
+                mid: m.id,
+                qos: q.qos as u8,
+                retain: q.retain,
+                sub_ids: q.sub_ids.as_slice().to_vec(),
+            }));
+            if let Some(i) = i {
+                self.snap(&Record::Sent(SentV1 {
+                    sid: d.sid,
+                    seq: q.seq,
+                    packet_id: i.packet_id,
+                }));
+                if i.stage == Stage::Released {
+                    self.snap(&Record::Released(ReleasedV1 {
+                        sid: d.sid,
+                        seq: q.seq,
+                    }));
+                }
+            }
+        }
+        for &packet_id in s.awaiting_rel.keys() {
+            self.snap(&Record::RxQos2(RxQos2V1 {
+                sid: d.sid,
+                packet_id,
+                released: false,
+            }));
+        }
+    }
+
+    /// Gives a restored session its queue positions (its records go to a snapshot).
+    pub fn number(&mut self, s: &mut Session) {
+        let Some(mut d) = s.durable else { return };
+        for q in s
+            .inflight
+            .iter_mut()
+            .map(|i| &mut i.delivery)
+            .chain(s.mqueue.iter_mut())
+        {
+            if q.qos != QoS::AtMostOnce {
+                q.seq = d.next_seq;
+                d.next_seq += 1;
+                *self.bodies.entry(q.msg.id).or_insert(0) += 1;
+            }
+        }
+        s.durable = Some(d);
     }
 
     /// Writes a whole session: header, deliveries with their progress, incoming QoS 2
@@ -340,4 +445,47 @@ fn encode_publish(buf: &mut BytesMut, p: &net::mqtt::Publish) -> Vec<u8> {
         Ok(()) => buf.to_vec(),
         Err(_) => Vec::new(),
     }
+}
+
+/// A recovered message, decoded once and shared by every delivery of it.
+pub fn restore_message(
+    m: &MessageV1,
+    now: Instant,
+    unix_ms: u64,
+    cache: &mut HashMap<u64, std::sync::Arc<Message>>,
+) -> Option<std::sync::Arc<Message>> {
+    if let Some(msg) = cache.get(&m.mid) {
+        return Some(msg.clone());
+    }
+    let mut p = decode_publish(&m.publish)?;
+    // The deadline is the record's; the packet carries none.
+    p.properties.message_expiry_interval = None;
+    let origin = crate::message::Origin {
+        // Nobody: No Local compares with the publisher's session, gone with the old process.
+        shard: u16::MAX,
+        session: crate::slab::Key::from_u64(u64::MAX),
+    };
+    let mut msg = Message::new(m.mid, p, origin, now).ok()?;
+    if let Some(at) = m.expires_at_ms
+        && let Some(inner) = std::sync::Arc::get_mut(&mut msg)
+    {
+        inner.expires_at = Some(instant_at(at, now, unix_ms));
+    }
+    cache.insert(m.mid, msg.clone());
+    Some(msg)
+}
+
+/// The PUBLISH of a record.
+pub fn decode_publish(bytes: &[u8]) -> Option<net::mqtt::Publish> {
+    let mut d = net::mqtt::Decoder::resume(net::mqtt::Role::Server, ProtocolVersion::V5, u32::MAX);
+    let mut buf = BytesMut::from(bytes);
+    match d.decode(&mut buf) {
+        Ok(Some(net::mqtt::Packet::Publish(p))) => Some(p),
+        _ => None,
+    }
+}
+
+/// The instant of Unix time `at_ms`, given that `now` is `unix_ms` (past times are `now`).
+pub fn instant_at(at_ms: u64, now: Instant, unix_ms: u64) -> Instant {
+    now + std::time::Duration::from_millis(at_ms.saturating_sub(unix_ms))
 }

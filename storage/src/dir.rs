@@ -59,6 +59,8 @@ pub struct ShardState {
     pub dir: PathBuf,
     pub image: Image,
     pub report: Report,
+    /// The directory's files, for [`crate::log::Log::new`].
+    pub existing: crate::log::Existing,
     /// Records whose checksum was right but which do not decode, and the first reason.
     pub undecodable: u64,
     pub first_undecodable: Option<DecodeError>,
@@ -86,6 +88,7 @@ pub fn load_shard(shard: u32, dir: &Path, repair: bool) -> io::Result<ShardState
         dir: dir.to_path_buf(),
         image,
         report: rec.report,
+        existing: rec.existing,
         undecodable,
         first_undecodable,
         bytes: dir_bytes(dir),
@@ -123,6 +126,25 @@ impl Check {
     }
 }
 
+/// The highest counter (lower 48 bits) of any session or message id in `image`: new ids start
+/// above it.
+pub fn max_id(image: &Image) -> u64 {
+    let low = |id: u64| id & ((1 << 48) - 1);
+    let sessions = image.sessions.keys().map(|&sid| low(sid));
+    let messages = image.messages.keys().map(|&mid| low(mid));
+    let retained = image.retained.values().map(|m| low(m.mid));
+    let delayed = image
+        .delayed
+        .values()
+        .flat_map(|d| d.message.as_ref().map(|m| low(m.mid)));
+    sessions
+        .chain(messages)
+        .chain(retained)
+        .chain(delayed)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Reads every shard directory of `data_dir` without changing anything.
 pub fn check(data_dir: &Path) -> io::Result<Check> {
     let mut shards = Vec::new();
@@ -155,7 +177,7 @@ pub fn compact(data_dir: &Path) -> io::Result<Vec<Compacted>> {
     let mut out = Vec::new();
     for (shard, dir) in shard_dirs(data_dir)? {
         let s = load_shard(shard, &dir, true)?;
-        let existing = recover::recover(&dir, false, |_, _| {})?.existing;
+        let existing = s.existing.clone();
         let o = LogOptions {
             policy: Policy::Always,
             ..LogOptions::default()

@@ -179,20 +179,62 @@ impl Sim {
         }
     }
 
-    /// Gives every shard a log in `dir/shard-<i>` (recovering what is there), with `policy`.
+    /// Gives every shard a log in data directory `dir` (recovering what is there), with
+    /// `policy`.
     pub fn attach_logs(&mut self, dir: &std::path::Path, policy: storage::log::Policy) {
+        self.attach_logs_from(dir, policy, 1);
+    }
+
+    fn attach_logs_from(
+        &mut self,
+        dir: &std::path::Path,
+        policy: storage::log::Policy,
+        first: u64,
+    ) {
         for (i, shard) in self.shards.iter_mut().enumerate() {
-            let d = dir.join(format!("shard-{i}"));
+            let d = storage::dir::shard_dir(dir, i as u32);
             let rec = storage::recover::recover(&d, true, |_, _| {}).unwrap();
             let o = storage::log::LogOptions {
                 policy,
                 ..storage::log::LogOptions::default()
             };
             let log = storage::log::Log::new(i as u32, o, &rec.existing, self.now);
-            shard.attach_log(log, 1);
+            shard.attach_log(log, first);
             self.logs.push(storage::exec::Files::new(&d).unwrap());
         }
         self.drive();
+    }
+
+    /// A broker started on the data directory `dir` that an earlier one left (dropped as by
+    /// `kill -9`: what its logs wrote survives): every shard log read back and merged, each
+    /// session restored on the shard owning its client id, a snapshot written.
+    pub fn restart(
+        dir: &std::path::Path,
+        shards: u16,
+        settings: Settings,
+        policy: storage::log::Policy,
+    ) -> Self {
+        let mut all = storage::image::Image::default();
+        for (i, d) in storage::dir::shard_dirs(dir).unwrap() {
+            let s = storage::dir::load_shard(i, &d, true).unwrap();
+            assert!(s.report.is_clean(), "{:?}", s.report.problems);
+            all.merge(s.image);
+        }
+        let first = storage::dir::max_id(&all) + 1;
+        let mut sim = Self::new(shards, settings);
+        sim.attach_logs_from(dir, policy, first);
+        let mut per_shard: Vec<Vec<storage::image::SessionImage>> = vec![Vec::new(); shards.into()];
+        let sessions = std::mem::take(&mut all.sessions);
+        for (_, s) in sessions {
+            per_shard[usize::from(sim.owner_of(&s.header.client_id))].push(s);
+        }
+        let now = sim.now;
+        for (i, sessions) in per_shard.into_iter().enumerate() {
+            sim.shards[i].restore(now, 0, sessions, &all.messages, first);
+            sim.shards[i].snapshot_all(now);
+        }
+        sim.drive();
+        sim
     }
 
     /// Runs every shard's pending log jobs; returns whether any ran.
