@@ -37,6 +37,8 @@ pub struct ServeSpec {
     pub ring_capacity: usize,
     /// Ring messages handled per batch.
     pub ring_batch: usize,
+    /// The data directory (`node.data_dir`) and the log's policy.
+    pub storage: (std::path::PathBuf, storage::log::LogOptions),
 }
 
 /// One listener to start.
@@ -67,6 +69,8 @@ pub struct Running {
     pub drivers: Vec<&'static str>,
     shutdown: Arc<AtomicBool>,
     threads: Vec<thread::JoinHandle<io::Result<Stopped>>>,
+    /// Held while the broker runs.
+    _lock: storage::lock::DirLock,
 }
 
 impl Running {
@@ -154,6 +158,10 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
             });
         }
     }
+    // One broker per data directory, for the life of the process.
+    let lock = storage::lock::DirLock::acquire(&spec.storage.0)
+        .map_err(|e| io::Error::new(e.kind(), format!("node.data_dir: {e}")))?;
+    let mut storage = recover_storage(&spec.storage.0, n, spec.storage.1)?.into_iter();
     let mesh = Mesh::<ShardMsg>::new(n, spec.ring_capacity);
     let (tx, rx) = mpsc::channel::<Started>();
     let mut threads = Vec::with_capacity(n);
@@ -181,6 +189,7 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
             quic,
             driver: spec.driver,
             ring_batch: spec.ring_batch,
+            storage: storage.next(),
         };
         let tx = tx.clone();
         let stop = shutdown.clone();
@@ -224,6 +233,7 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
         drivers,
         shutdown,
         threads,
+        _lock: lock,
     })
 }
 
@@ -373,8 +383,93 @@ impl ServeSpec {
             },
             ring_capacity: config.shard.ring_capacity,
             ring_batch: config.shard.max_events_per_turn,
+            storage: (
+                config.node.data_dir.clone(),
+                storage::log::LogOptions {
+                    policy: match config.durability.fsync {
+                        crate::config::Fsync::Always => storage::log::Policy::Always,
+                        crate::config::Fsync::Interval => {
+                            storage::log::Policy::Interval(config.durability.fsync_interval)
+                        }
+                        crate::config::Fsync::Never => storage::log::Policy::Never,
+                    },
+                    ..storage::log::LogOptions::default()
+                },
+            ),
         })
     }
+}
+
+/// What the logs of `data_dir` hold, for `n` shards: each shard's sessions (on the shard that
+/// owns the client id), the message bodies, the id to start above, and the directories of
+/// shards beyond `n`. What was damaged or cut is logged.
+fn recover_storage(
+    data_dir: &std::path::Path,
+    n: usize,
+    options: storage::log::LogOptions,
+) -> io::Result<Vec<shard::driver::StorageSpec>> {
+    let shards = u16::try_from(n).map_err(|_| io::Error::other("too many shards"))?;
+    let mut all = storage::image::Image::default();
+    let mut existing: Vec<storage::log::Existing> = vec![Default::default(); n];
+    let mut retire = Vec::new();
+    let started = std::time::Instant::now();
+    let mut records = 0;
+    for (i, dir) in storage::dir::shard_dirs(data_dir)? {
+        let s = storage::dir::load_shard(i, &dir, true)?;
+        records += s.report.records;
+        for p in &s.report.problems {
+            log::warn!("recovery: {p}");
+        }
+        if let Some(e) = &s.first_undecodable {
+            log::warn!(
+                "recovery: {}: {} record(s) skipped: {e}",
+                dir.display(),
+                s.undecodable
+            );
+        }
+        match existing.get_mut(i as usize) {
+            Some(slot) => *slot = s.existing,
+            None => retire.push(dir),
+        }
+        all.merge(s.image);
+    }
+    let first_id = storage::dir::max_id(&all) + 1;
+    let c = all.counts();
+    if records > 0 {
+        log::info!(
+            "recovered {} sessions ({} subscriptions, {} queued and {} inflight messages) from \
+             {records} records in {:.1?}",
+            c.sessions,
+            c.subscriptions,
+            c.queued,
+            c.inflight,
+            started.elapsed()
+        );
+    }
+    let mut per_shard: Vec<Vec<storage::image::SessionImage>> = vec![Vec::new(); n];
+    for (_, s) in std::mem::take(&mut all.sessions) {
+        let owner = shard::core::owner_of(&s.header.client_id, shards);
+        per_shard[usize::from(owner)].push(s);
+    }
+    let messages = Arc::new(std::mem::take(&mut all.messages));
+    let retire = Arc::new(shard::driver::Retire {
+        remaining: std::sync::atomic::AtomicUsize::new(n),
+        dirs: retire,
+    });
+    Ok(per_shard
+        .into_iter()
+        .zip(existing)
+        .enumerate()
+        .map(|(i, (sessions, existing))| shard::driver::StorageSpec {
+            dir: storage::dir::shard_dir(data_dir, i as u32),
+            options,
+            existing,
+            first_id,
+            sessions,
+            messages: messages.clone(),
+            retire: retire.clone(),
+        })
+        .collect())
 }
 
 /// The QUIC server configuration: the configured certificate, or a self-signed one generated

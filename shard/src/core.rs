@@ -867,6 +867,20 @@ impl Shard {
         self.persist.as_mut()?.poll_job(now)
     }
 
+    /// True when the log has records or a snapshot to write.
+    pub fn storage_wanted(&self) -> bool {
+        !self.dirty_headers.is_empty()
+            || self
+                .persist
+                .as_ref()
+                .is_some_and(|p| p.log_ref().backlog() > 0 || p.snapshot_backlog() > 0)
+    }
+
+    /// The log's last I/O error, while it lasts.
+    pub fn storage_error(&self) -> Option<&str> {
+        self.persist.as_ref()?.log_ref().error()
+    }
+
     /// When the log has a timed job (an interval fsync, a retry).
     pub fn storage_timeout(&self) -> Option<Instant> {
         self.persist.as_ref()?.log_ref().poll_timeout()
@@ -4099,13 +4113,13 @@ impl Shard {
 
 /// The shard that owns the registry entry of `client_id`. `DefaultHasher::new()` is
 /// deterministic (fixed keys), so every shard computes the same owner.
-fn owner_of(client_id: &str, shards: u16) -> ShardId {
+/// The shard of `shards` that owns `key` (a client id's registration, a retained topic).
+pub fn owner_of(key: &str, shards: u16) -> ShardId {
     let mut h = DefaultHasher::new();
-    client_id.hash(&mut h);
+    key.hash(&mut h);
     (h.finish() % u64::from(shards.max(1))) as ShardId
 }
 
-/// QoS 1/2 messages a session still holds (inflight or queued).
 /// The deliveries of a session that are in this shard's log: (message id, queue position).
 fn durable_deliveries(s: &Session) -> Vec<(u64, u64)> {
     s.inflight
@@ -4117,6 +4131,7 @@ fn durable_deliveries(s: &Session) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// QoS 1/2 messages a session still holds (inflight or queued).
 fn unacked_qos12(s: &Session) -> usize {
     s.inflight
         .iter()

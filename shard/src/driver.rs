@@ -197,6 +197,50 @@ pub struct ShardSpec {
     pub driver: DriverKind,
     /// Ring messages handled per batch before other tasks run.
     pub ring_batch: usize,
+    /// The shard's log, with what recovery found for it.
+    pub storage: Option<StorageSpec>,
+}
+
+/// A shard's log: where, how, and the state recovered for this shard.
+#[derive(Debug)]
+pub struct StorageSpec {
+    /// The shard's log directory.
+    pub dir: std::path::PathBuf,
+    /// Policy and sizes.
+    pub options: storage::log::LogOptions,
+    /// The files already in `dir`.
+    pub existing: storage::log::Existing,
+    /// New session and message ids start above this.
+    pub first_id: u64,
+    /// The sessions this shard owns, from every shard's log.
+    pub sessions: Vec<storage::image::SessionImage>,
+    /// The message bodies they refer to (shared by every shard's spec).
+    pub messages: Arc<HashMap<u64, storage::schema::MessageV1>>,
+    /// Shared by every shard: log directories of shards that no longer exist (the shard count
+    /// went down), deleted once every shard has its recovered state on disk.
+    pub retire: Arc<Retire>,
+}
+
+/// Log directories to delete once every shard wrote its startup snapshot.
+#[derive(Debug)]
+pub struct Retire {
+    /// Shards still writing.
+    pub remaining: std::sync::atomic::AtomicUsize,
+    /// The directories.
+    pub dirs: Vec<std::path::PathBuf>,
+}
+
+impl Retire {
+    /// A shard's snapshot is on disk; the last one deletes the directories.
+    fn done(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            for d in &self.dirs {
+                if let Err(e) = std::fs::remove_dir_all(d) {
+                    log_warn(&format!("cannot delete {}: {e}", d.display()));
+                }
+            }
+        }
+    }
 }
 
 /// A shard's part of the QUIC listener.
@@ -248,12 +292,15 @@ pub fn run(
             let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
                 .with_entries(entries)
                 .enable_timer()
+                // File operations (the log) would block the loop on epoll: a helper thread
+                // runs them.
+                .attach_thread_pool(Box::new(monoio::blocking::DefaultThreadPool::new(1)))
                 .build()?;
             started(Started {
                 id: spec.id,
                 driver: "epoll",
             });
-            rt.block_on(serve(spec, mesh, shutdown))
+            rt.block_on(serve(spec, mesh, shutdown, false))
         }
         DriverKind::IoUring => {
             let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
@@ -264,12 +311,13 @@ pub fn run(
                 id: spec.id,
                 driver: "io_uring",
             });
-            rt.block_on(serve(spec, mesh, shutdown))
+            rt.block_on(serve(spec, mesh, shutdown, true))
         }
         DriverKind::Auto => {
             let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
                 .with_entries(entries)
                 .enable_timer()
+                .attach_thread_pool(Box::new(monoio::blocking::DefaultThreadPool::new(1)))
                 .build()?;
             match rt {
                 monoio::FusionRuntime::Uring(mut rt) => {
@@ -277,14 +325,14 @@ pub fn run(
                         id: spec.id,
                         driver: "io_uring",
                     });
-                    rt.block_on(serve(spec, mesh, shutdown))
+                    rt.block_on(serve(spec, mesh, shutdown, true))
                 }
                 monoio::FusionRuntime::Legacy(mut rt) => {
                     started(Started {
                         id: spec.id,
                         driver: "epoll",
                     });
-                    rt.block_on(serve(spec, mesh, shutdown))
+                    rt.block_on(serve(spec, mesh, shutdown, false))
                 }
             }
         }
@@ -351,6 +399,10 @@ struct Ctx {
     /// Woken when a message was refused by a full ring.
     blocked: Notify,
     ring_batch: usize,
+    /// Woken when the shard has records for its log.
+    storage_wake: Notify,
+    /// The storage loop runs.
+    storage_busy: Cell<bool>,
 }
 
 impl Ctx {
@@ -404,6 +456,9 @@ impl Ctx {
         if refused {
             self.blocked.notify();
         }
+        if shard.storage_wanted() {
+            self.storage_wake.notify();
+        }
     }
 
     /// Called by each of a connection's two tasks when it ends; the second reports the close.
@@ -424,6 +479,7 @@ async fn serve(
     spec: ShardSpec,
     mesh: MeshEndpoint<ShardMsg>,
     shutdown: Arc<AtomicBool>,
+    uring: bool,
 ) -> io::Result<Stopped> {
     let ctx = Rc::new(Ctx {
         shard: RefCell::new(Shard::new(spec.id, spec.shards, spec.settings.clone())),
@@ -437,13 +493,43 @@ async fn serve(
         unblocked: Notify::default(),
         blocked: Notify::default(),
         ring_batch: spec.ring_batch.max(1),
+        storage_wake: Notify::default(),
+        storage_busy: Cell::new(false),
     });
     let unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     ctx.shard.borrow_mut().set_clock(Instant::now(), unix_ms);
-    ctx.pump();
     let stop = Rc::new(Cell::new(false));
+    let mut storage = None;
+    if let Some(st) = spec.storage {
+        std::fs::create_dir_all(&st.dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", st.dir.display())))?;
+        let now = Instant::now();
+        let log = storage::log::Log::new(u32::from(spec.id), st.options, &st.existing, now);
+        {
+            let mut shard = ctx.shard.borrow_mut();
+            shard.attach_log(log, st.first_id);
+            shard.restore(now, unix_ms, st.sessions, &st.messages, st.first_id);
+            shard.snapshot_all(now);
+        }
+        let mut exec = if uring {
+            storage::exec::Executor::Uring(storage::exec::UringFiles::new(&st.dir))
+        } else {
+            storage::exec::Executor::Blocking(Some(storage::exec::Files::new(&st.dir)?))
+        };
+        // The recovered state is in the snapshot on disk before anything else happens.
+        run_storage(&ctx, &mut exec).await;
+        if let Some(e) = ctx.shard.borrow().storage_error() {
+            return Err(io::Error::other(format!("{}: {e}", st.dir.display())));
+        }
+        st.retire.done();
+        storage = Some(exec);
+    }
+    ctx.pump();
+    if let Some(exec) = storage.take() {
+        monoio::spawn(storage_loop(ctx.clone(), exec, stop.clone()));
+    }
     for (index, l) in spec.listeners.into_iter().enumerate() {
         l.socket.set_nonblocking(true)?;
         let listener = TcpListener::from_std(l.socket)?;
@@ -473,8 +559,88 @@ async fn serve(
     monoio::spawn(backpressure_loop(ctx.clone()));
     // The timer loop runs here; it returns once shutdown is complete.
     timer_loop(ctx.clone(), shutdown, stop).await;
+    // The storage loop writes what is left, then ends.
+    ctx.storage_wake.notify();
+    while ctx.storage_busy.get() {
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    }
     let stats = ctx.shard.borrow().stats().clone();
     Ok(Stopped { id: spec.id, stats })
+}
+
+/// Runs the log's jobs until it has none (start, shutdown).
+async fn run_storage(ctx: &Rc<Ctx>, exec: &mut storage::exec::Executor) {
+    loop {
+        let job = ctx.shard.borrow_mut().poll_storage_job(Instant::now());
+        let Some(job) = job else { return };
+        let (res, data) = exec.run(job).await;
+        let failed = res.is_err();
+        ctx.shard
+            .borrow_mut()
+            .storage_complete(Instant::now(), res, data);
+        ctx.pump();
+        if failed {
+            return;
+        }
+    }
+}
+
+/// Runs the log's jobs one at a time as records come (group commit: what is appended while a
+/// job runs goes in the next write), fsyncs on the policy's interval, retries failed jobs;
+/// after shutdown, writes what is left and ends.
+async fn storage_loop(ctx: Rc<Ctx>, mut exec: storage::exec::Executor, stop: Rc<Cell<bool>>) {
+    ctx.storage_busy.set(true);
+    let mut last_error: Option<String> = None;
+    loop {
+        let wake = ctx.storage_wake.notified();
+        let job = ctx.shard.borrow_mut().poll_storage_job(Instant::now());
+        if let Some(job) = job {
+            let (res, data) = exec.run(job).await;
+            ctx.shard
+                .borrow_mut()
+                .storage_complete(Instant::now(), res, data);
+            let error = ctx.shard.borrow().storage_error().map(str::to_owned);
+            if error != last_error {
+                match &error {
+                    Some(e) => log_warn(&format!(
+                        "log write failed, retrying every second; acknowledgements wait: {e}"
+                    )),
+                    None => log_warn("log writes work again"),
+                }
+                last_error = error;
+            }
+            ctx.pump();
+            continue;
+        }
+        if stop.get() && !ctx.shard.borrow().storage_wanted() {
+            // Shutdown, and nothing left but timed fsyncs: one last one.
+            let now = Instant::now();
+            let due = ctx.shard.borrow().storage_timeout();
+            if let Some(at) = due {
+                monoio::time::sleep(at.saturating_duration_since(now)).await;
+                continue;
+            }
+            break;
+        }
+        let due = ctx.shard.borrow().storage_timeout();
+        match due {
+            Some(at) => {
+                let sleep = monoio::time::sleep_until(monoio::time::Instant::from_std(at));
+                monoio::select! {
+                    _ = sleep => {},
+                    _ = wake => {},
+                }
+            }
+            None => {
+                let tick = monoio::time::sleep(Duration::from_millis(100));
+                monoio::select! {
+                    _ = tick => {},
+                    _ = wake => {},
+                }
+            }
+        }
+    }
+    ctx.storage_busy.set(false);
 }
 
 /// What an accept loop needs to know about its listener.

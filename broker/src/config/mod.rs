@@ -57,6 +57,30 @@ pub struct Config {
     pub auto_subscribe: AutoSubscribe,
     /// `crl_cache.*`: CRLs fetched from distribution points.
     pub crl_cache: CrlCache,
+    /// `durability.*`: what the log promises (our own keys).
+    pub durability: Durability,
+}
+
+/// `durability.*`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Durability {
+    /// `fsync`: when records reach the disk, and so what an acknowledgement survives.
+    pub fsync: Fsync,
+    /// `fsync_interval`: how often `interval` fsyncs.
+    pub fsync_interval: Duration,
+}
+
+/// `durability.fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// fsync before acknowledging (survives power loss).
+    Always,
+    /// Written to the kernel before acknowledging, fsynced every `fsync_interval` (survives
+    /// `kill -9`).
+    Interval,
+    /// Written to the kernel before acknowledging, never fsynced (survives `kill -9`).
+    Never,
 }
 
 /// `crl_cache.*`, with EMQX's names.
@@ -599,6 +623,10 @@ impl Config {
                 refresh_interval: v.get("crl_cache.refresh_interval")?,
                 http_timeout: v.get("crl_cache.http_timeout")?,
             },
+            durability: Durability {
+                fsync: v.get("durability.fsync")?,
+                fsync_interval: v.get("durability.fsync_interval")?,
+            },
             retainer: Retainer {
                 max_retained_messages: v.get("retainer.max_retained_messages")?,
                 max_payload_size: v.get("retainer.max_payload_size")?,
@@ -744,6 +772,7 @@ enum Verify {
 }
 from_enum!(Verify { "verify_none" => Verify::None, "verify_peer" => Verify::Peer });
 from_enum!(Driver { "auto" => Driver::Auto, "io_uring" => Driver::IoUring, "epoll" => Driver::Epoll });
+from_enum!(Fsync { "always" => Fsync::Always, "interval" => Fsync::Interval, "never" => Fsync::Never });
 from_enum!(shard::settings::SharedStrategy {
     "random" => shard::settings::SharedStrategy::Random,
     "round_robin" => shard::settings::SharedStrategy::RoundRobin,

@@ -679,6 +679,22 @@ const REST: &[Key] = &[
         doc: "Subscriptions made for every client when it connects, as in EMQX: topic (with \
               ${clientid}, ${username}, ${host}, ${port}), qos, rh, rap, nl.",
     },
+    // --- durability ---------------------------------------------------------------------------
+    Key {
+        path: "durability.fsync",
+        kind: Kind::Enum(&["always", "interval", "never"]),
+        default: "interval",
+        doc: "When a persistent session's messages reach the disk before they are acknowledged: \
+              always (fsynced: survives power loss), interval (written to the kernel: survives \
+              kill -9 and crashes; fsynced every durability.fsync_interval, so a power loss \
+              loses at most that), never (written to the kernel, never fsynced).",
+    },
+    Key {
+        path: "durability.fsync_interval",
+        kind: duration(Duration::from_millis(1), DURATION_MAX),
+        default: "100ms",
+        doc: "How often durability.fsync = interval fsyncs the log.",
+    },
     // --- crl_cache ----------------------------------------------------------------------------
     Key {
         path: "crl_cache.refresh_interval",
