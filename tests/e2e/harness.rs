@@ -75,6 +75,8 @@ pub(crate) struct Broker {
     log: Arc<LogBuf>,
     reader: Option<JoinHandle<()>>,
     data_dir: PathBuf,
+    /// The data directory belongs to the test ([`Broker::start_in`]): kept.
+    keep_dir: bool,
 }
 
 impl Broker {
@@ -85,12 +87,14 @@ impl Broker {
 
     /// Starts the broker with extra `--set KEY=VALUE` arguments.
     pub(crate) fn start_with(sets: &[&str]) -> Self {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let data_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "e2e-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
+        let mut b = Self::start_in(scratch_dir(), sets);
+        b.keep_dir = false;
+        b
+    }
+
+    /// Starts the broker on the data directory `data_dir`, which outlives it (a restart on
+    /// the same directory, after [`Broker::kill`]).
+    pub(crate) fn start_in(data_dir: PathBuf, sets: &[&str]) -> Self {
         let mut cmd = Command::new(BROKER);
         cmd.args(["run", "--cores", "2"])
             .args(["--set", "listeners.tcp.default.bind=127.0.0.1:0"])
@@ -138,6 +142,7 @@ impl Broker {
             log,
             reader: Some(reader),
             data_dir,
+            keep_dir: true,
         };
         let found = broker.log.wait_for(START_TIMEOUT, |text| {
             text.lines().find_map(|l| {
@@ -210,6 +215,18 @@ impl Broker {
         }
     }
 
+    /// `kill -9`: the broker gets no chance to write anything more. Returns its log.
+    pub(crate) fn kill(mut self) -> String {
+        self.signal(libc::SIGKILL);
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.log.snapshot()
+    }
+
     /// SIGTERM, then waits for the exit; returns the status, the time the exit took, the whole
     /// log and the per-shard statistics. Panics if the broker does not exit in time.
     pub(crate) fn stop(mut self) -> Stopped {
@@ -259,8 +276,20 @@ impl Drop for Broker {
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
+}
+
+/// A fresh directory under the tests' scratch directory.
+pub(crate) fn scratch_dir() -> PathBuf {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "e2e-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
 }
 
 /// What the threads of a hung process are doing: their names, kernel wait channels and

@@ -20,6 +20,7 @@ mod conformance;
 mod connect;
 mod delayed;
 mod delivery;
+mod durability;
 mod exclusive;
 mod keepalive;
 mod load;
