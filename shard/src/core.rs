@@ -77,6 +77,9 @@ pub enum ShardMsg {
     Sys(Box<SysSnapshot>),
     /// Exclusive subscriptions: the lock of a filter lives on the shard that owns it.
     Exclusive(Box<ExclusiveMsg>),
+    /// Every message the receiving shard sent the sender, up to this count, has its records
+    /// durable on the sender (its held acknowledgements may go).
+    Durable(u64),
     /// A QUIC datagram that reached the receiving shard's socket for a connection another
     /// shard owns (the client's address changed and the kernel chose another socket): for the
     /// driver, not the session core.
@@ -601,6 +604,16 @@ pub struct Shard {
     /// Sessions restored from the logs so far (their registration tokens count down from the
     /// top, away from connection keys).
     restored: u64,
+    /// With a log, per other shard: messages sent to it, and how many of them it reported
+    /// durable.
+    ring_sent: Vec<u64>,
+    ring_durable: Vec<u64>,
+    /// Per other shard: messages received from it, the last count reported back, and the
+    /// received ones whose records are not durable yet (count, ticket).
+    ring_recv: Vec<u64>,
+    ring_reported: Vec<u64>,
+    recv_pending: Vec<VecDeque<(u64, storage::log::Ticket)>>,
+    reports_due: bool,
 }
 
 /// What waits for the log before it happens.
@@ -695,6 +708,12 @@ impl Shard {
             persist: None,
             dirty_headers: Vec::new(),
             restored: 0,
+            ring_sent: vec![0; usize::from(shards.max(1))],
+            ring_durable: vec![0; usize::from(shards.max(1))],
+            ring_recv: vec![0; usize::from(shards.max(1))],
+            ring_reported: vec![0; usize::from(shards.max(1))],
+            recv_pending: vec![VecDeque::new(); usize::from(shards.max(1))],
+            reports_due: false,
         }
     }
 
@@ -901,8 +920,16 @@ impl Shard {
     }
 
     fn release_held(&mut self) {
-        while let Some(item) = self.persist.as_mut().and_then(|p| p.poll_released()) {
+        while let Some(item) = self
+            .persist
+            .as_mut()
+            .and_then(|p| p.poll_released(&self.ring_durable))
+        {
             self.do_held(item);
+        }
+        // Records of other shards' messages may be durable now: report them.
+        if self.recv_pending.iter().any(|p| !p.is_empty()) {
+            self.reports_due = true;
         }
     }
 
@@ -934,8 +961,13 @@ impl Shard {
     /// Holds `item` until the records appended so far are durable (at once without a log).
     fn after_log(&mut self, now: Instant, item: Held) {
         self.flush_headers(now);
+        let needs = if self.persist.is_some() {
+            self.remote_needs()
+        } else {
+            Vec::new()
+        };
         let ready = match self.persist.as_mut() {
-            Some(p) => p.defer(item),
+            Some(p) => p.defer(item, needs),
             None => Some(item),
         };
         if let Some(item) = ready {
@@ -1242,8 +1274,34 @@ impl Shard {
 
     /// A message from shard `from`.
     pub fn handle_message(&mut self, now: Instant, from: ShardId, msg: ShardMsg) {
+        let Some(p) = self.persist.as_ref() else {
+            self.on_message(now, from, msg);
+            self.drain_local(now);
+            return;
+        };
+        let f = usize::from(from);
+        if let ShardMsg::Durable(n) = msg {
+            if let Some(d) = self.ring_durable.get_mut(f) {
+                *d = (*d).max(n);
+            }
+            self.release_held();
+            return;
+        }
+        let before = p.log_ref().appended();
         self.on_message(now, from, msg);
         self.drain_local(now);
+        self.flush_headers(now);
+        if f < self.ring_recv.len() {
+            self.ring_recv[f] += 1;
+            let after = self
+                .persist
+                .as_ref()
+                .map_or(before, |p| p.log_ref().appended());
+            if after > before {
+                self.recv_pending[f].push_back((self.ring_recv[f], after));
+            }
+            self.reports_due = true;
+        }
     }
 
     /// Time passed: fire due timers.
@@ -1344,6 +1402,7 @@ impl Shard {
 
     /// The next message for another shard.
     pub fn poll_outgoing(&mut self) -> Option<(ShardId, ShardMsg)> {
+        self.queue_reports();
         self.outbox.pop_front()
     }
 
@@ -2391,8 +2450,7 @@ impl Shard {
                 self.deliver_local(now, &msg);
             } else {
                 self.stats.messages_forwarded += 1;
-                self.outbox
-                    .push_back((dest, ShardMsg::Publish(msg.clone())));
+                self.push_out(dest, ShardMsg::Publish(msg.clone()));
             }
         }
         self.route_mask = mask;
@@ -3494,13 +3552,13 @@ impl Shard {
             if dest == self.id {
                 self.apply_route(dest, filter, add);
             } else {
-                self.outbox.push_back((
+                self.push_out(
                     dest,
                     ShardMsg::Route {
                         filter: f.clone(),
                         add,
                     },
-                ));
+                );
             }
         }
     }
@@ -3523,7 +3581,58 @@ impl Shard {
         if dest == self.id {
             self.local.push_back(msg);
         } else {
-            self.outbox.push_back((dest, msg));
+            self.push_out(dest, msg);
+        }
+    }
+
+    /// Queues a message for another shard, counted: the receiver reports how many of ours it
+    /// has made durable ([`ShardMsg::Durable`]).
+    fn push_out(&mut self, dest: ShardId, msg: ShardMsg) {
+        if self.persist.is_some()
+            && let Some(n) = self.ring_sent.get_mut(usize::from(dest))
+        {
+            *n += 1;
+        }
+        self.outbox.push_back((dest, msg));
+    }
+
+    /// What a held acknowledgement waits for from other shards: for each shard with messages
+    /// of ours not yet reported durable, the count sent so far.
+    fn remote_needs(&self) -> Vec<(ShardId, u64)> {
+        let mut needs = Vec::new();
+        for (dest, (&sent, &done)) in self.ring_sent.iter().zip(&self.ring_durable).enumerate() {
+            if sent > done {
+                needs.push((dest as ShardId, sent));
+            }
+        }
+        needs
+    }
+
+    /// Queues the durability reports that are due (one per source shard, covering every
+    /// message it sent us whose records are durable).
+    fn queue_reports(&mut self) {
+        if !self.reports_due {
+            return;
+        }
+        self.reports_due = false;
+        let durable = self
+            .persist
+            .as_ref()
+            .map_or(storage::log::Ticket(0), |p| p.log_ref().durable());
+        for from in 0..usize::from(self.shards) {
+            let pending = &mut self.recv_pending[from];
+            while pending.front().is_some_and(|(_, t)| *t <= durable) {
+                pending.pop_front();
+            }
+            let upto = match pending.front() {
+                Some((seq, _)) => seq - 1,
+                None => self.ring_recv[from],
+            };
+            if upto > self.ring_reported[from] {
+                self.ring_reported[from] = upto;
+                self.outbox
+                    .push_back((from as ShardId, ShardMsg::Durable(upto)));
+            }
         }
     }
 
@@ -3548,8 +3657,8 @@ impl Shard {
                     *slot = *snap;
                 }
             }
-            // The driver takes these before they reach the core.
-            ShardMsg::QuicDatagram(_) => {}
+            // The driver takes these before they reach the core; `handle_message` takes these.
+            ShardMsg::QuicDatagram(_) | ShardMsg::Durable(_) => {}
         }
     }
 

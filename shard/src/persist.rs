@@ -53,8 +53,13 @@ pub struct Persist<T> {
     bodies: HashMap<u64, u32>,
     /// Message bodies in the snapshot in progress.
     snap_bodies: std::collections::HashSet<u64>,
-    held: VecDeque<(Ticket, T)>,
+    /// Items waiting: for the log to reach the ticket, and for other shards to report the
+    /// messages we sent them durable (shard, count).
+    held: VecDeque<(Ticket, Needs, T)>,
 }
+
+/// Counts of our messages other shards must report durable: (shard, count).
+pub type Needs = Vec<(u16, u64)>;
 
 impl<T> Persist<T> {
     /// Persistence for shard `shard` into `log`; session ids start after `first_sid`.
@@ -96,22 +101,29 @@ impl<T> Persist<T> {
         self.log.append(r.kind(), V1, &self.buf)
     }
 
-    /// Holds `item` until everything appended so far is durable; returns it at once when
+    /// Holds `item` until everything appended so far is durable here, and `needs` (other
+    /// shards' counts of our messages) are reported durable there; returns it at once when
     /// nothing is pending.
-    pub fn defer(&mut self, item: T) -> Option<T> {
+    pub fn defer(&mut self, item: T, needs: Vec<(u16, u64)>) -> Option<T> {
         let t = self.log.appended();
-        if t <= self.log.durable() && self.held.is_empty() {
+        if t <= self.log.durable() && needs.is_empty() && self.held.is_empty() {
             return Some(item);
         }
-        self.held.push_back((t, item));
+        self.held.push_back((t, needs, item));
         None
     }
 
-    /// Items whose records are now durable, in the order they were held.
-    pub fn poll_released(&mut self) -> Option<T> {
+    /// Items whose conditions are met, in the order they were held; `remote[s]` is what shard
+    /// `s` reported durable.
+    pub fn poll_released(&mut self, remote: &[u64]) -> Option<T> {
         let durable = self.log.durable();
-        if self.held.front().is_some_and(|(t, _)| *t <= durable) {
-            return self.held.pop_front().map(|(_, item)| item);
+        let (t, needs, _) = self.held.front()?;
+        let met = *t <= durable
+            && needs
+                .iter()
+                .all(|(s, n)| remote.get(usize::from(*s)).is_some_and(|r| r >= n));
+        if met {
+            return self.held.pop_front().map(|(_, _, item)| item);
         }
         None
     }

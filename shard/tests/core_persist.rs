@@ -242,3 +242,37 @@ fn queued_and_inflight_deliveries_survive_a_crash() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[test]
+fn puback_waits_for_the_log_of_the_subscribers_shard() {
+    let dir = scratch("puback-remote");
+    let mut sim = Sim::new(2, settings());
+    sim.attach_logs(&dir, Policy::Always);
+    // The durable subscriber's session lives on shard 1, the publisher on shard 0.
+    let (c, _) = sim.connect_with(1, persistent_v5("remote-offline", 600));
+    sim.subscribe(c, "r/1", QoS::AtLeastOnce);
+    sim.close(c);
+    let (p, _) = sim.connect(0, ProtocolVersion::V5, "p", true, 0);
+    sim.auto_storage = false;
+    // Shard 0's own log has nothing to write for it; shard 1's has.
+    let id = sim.send_publish(p, "r/1", "held", QoS::AtLeastOnce);
+    sim.drive();
+    assert!(
+        !sim.packets(p)
+            .iter()
+            .any(|x| matches!(x, Packet::PubAck(_))),
+        "no PUBACK before shard 1 wrote the delivery"
+    );
+    assert!(sim.run_storage());
+    sim.drive();
+    let acks: Vec<u16> = sim
+        .packets(p)
+        .into_iter()
+        .filter_map(|x| match x {
+            Packet::PubAck(a) => Some(a.packet_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acks, [id]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
