@@ -121,3 +121,67 @@ fn offline_persistent_sessions_keep_every_acknowledged_message_through_kill_9() 
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_online_subscriber_loses_no_acknowledged_message_when_the_broker_is_killed_mid_stream() {
+    use crate::harness::{args, python, script_result};
+    let dir = scratch_dir();
+    let tag = unique("online");
+    let broker = Broker::start_in(dir.clone(), SETS);
+    let mut sub = python("durable_online.py", &args(&broker, &[&"sub1", &tag]));
+    sub.wait_line(TIMEOUT, "the subscriber's SUBACK", |l| {
+        l.contains("subscribed")
+    });
+    let mut publisher = python(
+        "durable_online.py",
+        &args(&broker, &[&"pub", &tag, &200_000]),
+    );
+    // Mid-stream: a few thousand acknowledged, many more to come.
+    publisher.wait_line(TIMEOUT, "3,000 acknowledgements", |l| {
+        l.contains("\"acked\"")
+            && l.split("\"n\": ")
+                .nth(1)
+                .and_then(|n| n.trim_end_matches('}').trim().parse::<u64>().ok())
+                .is_some_and(|n| n >= 3000)
+    });
+    let _ = broker.kill();
+    let published = script_result("durable_online.py", &publisher.finish(TIMEOUT));
+    let before = script_result("durable_online.py", &sub.finish(TIMEOUT));
+    let broker = Broker::start_in(dir.clone(), SETS);
+    let after = script_result(
+        "durable_online.py",
+        &python("durable_online.py", &args(&broker, &[&"sub2", &tag])).finish(TIMEOUT),
+    );
+    let acked: Vec<u64> = published["acked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    let mut got = std::collections::HashSet::new();
+    for side in [&before, &after] {
+        for v in side["received"].as_array().unwrap() {
+            got.insert(v.as_str().unwrap().parse::<u64>().unwrap());
+        }
+    }
+    let lost: Vec<u64> = acked.iter().copied().filter(|n| !got.contains(n)).collect();
+    assert!(acked.len() >= 3000, "{} acknowledged", acked.len());
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged messages lost (first {:?}); received {} before the kill and {} after",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)],
+        before["received"].as_array().map_or(0, Vec::len),
+        after["received"].as_array().map_or(0, Vec::len)
+    );
+    eprintln!(
+        "acknowledged {} of {} sent; received {} before the kill, {} after",
+        acked.len(),
+        published["sent"],
+        before["received"].as_array().map_or(0, Vec::len),
+        after["received"].as_array().map_or(0, Vec::len)
+    );
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
