@@ -614,7 +614,12 @@ pub struct Shard {
     ring_reported: Vec<u64>,
     recv_pending: Vec<VecDeque<(u64, storage::log::Ticket)>>,
     reports_due: bool,
+    /// A snapshot in progress: the durable sessions to write, and how far it got.
+    snapshot_keys: Option<(Vec<Key>, usize)>,
 }
+
+/// Snapshot bytes written per step of a snapshot taken while serving.
+const SNAPSHOT_SLICE: usize = 1 << 20;
 
 /// What waits for the log before it happens.
 #[derive(Debug)]
@@ -714,6 +719,7 @@ impl Shard {
             ring_reported: vec![0; usize::from(shards.max(1))],
             recv_pending: vec![VecDeque::new(); usize::from(shards.max(1))],
             reports_due: false,
+            snapshot_keys: None,
         }
     }
 
@@ -871,6 +877,9 @@ impl Shard {
         let Some(p) = self.persist.as_mut() else {
             return;
         };
+        if self.snapshot_keys.is_some() {
+            return;
+        }
         p.snapshot_begin();
         for (_, s) in self.sessions.iter() {
             if s.durable.is_some() {
@@ -883,7 +892,49 @@ impl Shard {
     /// The next file operation of the log, if any (see [`storage::log::Log::poll_job`]).
     pub fn poll_storage_job(&mut self, now: Instant) -> Option<storage::log::Job> {
         self.flush_headers(now);
+        self.advance_snapshot(now);
         self.persist.as_mut()?.poll_job(now)
+    }
+
+    /// Compaction while serving: once the log since the last snapshot is large enough, a
+    /// snapshot of every durable session is written, a bounded slice per call (whatever the
+    /// sessions hold then; what changes meanwhile is in the log after the snapshot's start).
+    fn advance_snapshot(&mut self, now: Instant) {
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        if self.snapshot_keys.is_none() {
+            if !p.log_ref().wants_snapshot() {
+                return;
+            }
+            p.snapshot_begin();
+            let keys: Vec<Key> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.durable.is_some())
+                .map(|(k, _)| k)
+                .collect();
+            self.snapshot_keys = Some((keys, 0));
+        }
+        let unix_ms = self.wall_ms(now);
+        let Some(p) = self.persist.as_mut() else {
+            return;
+        };
+        let Some((keys, pos)) = self.snapshot_keys.as_mut() else {
+            return;
+        };
+        while *pos < keys.len() && p.snapshot_backlog() < SNAPSHOT_SLICE {
+            if let Some(s) = self.sessions.get(keys[*pos])
+                && s.durable.is_some()
+            {
+                p.snapshot_session(s, now, unix_ms);
+            }
+            *pos += 1;
+        }
+        if *pos == keys.len() {
+            p.snapshot_finish();
+            self.snapshot_keys = None;
+        }
     }
 
     /// True when the log has records or a snapshot to write.

@@ -276,3 +276,54 @@ fn puback_waits_for_the_log_of_the_subscribers_shard() {
     assert_eq!(acks, [id]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_log_is_compacted_while_serving() {
+    let dir = scratch("compact");
+    let mut sim = Sim::new(2, settings());
+    sim.attach_logs_with(
+        &dir,
+        storage::log::LogOptions {
+            policy: Policy::Never,
+            segment_bytes: 32 << 10,
+            compact_min_bytes: 64 << 10,
+            compact_ratio: 2,
+        },
+    );
+    // An online durable subscriber that acknowledges everything: every message is written,
+    // sent and done, so the live state stays small while the log grows.
+    let (sub, _) = sim.connect_with(1, persistent_v5("compact-sub", 3600));
+    sim.subscribe(sub, "k/#", QoS::AtLeastOnce);
+    let (off, _) = sim.connect_with(0, persistent_v5("compact-offline", 3600));
+    sim.subscribe(off, "k/keep", QoS::AtLeastOnce);
+    sim.close(off);
+    let (p, _) = sim.connect(0, ProtocolVersion::V5, "p", true, 0);
+    for i in 0..3000 {
+        sim.publish(p, "k/x", format!("payload number {i:>8}"), QoS::AtLeastOnce);
+    }
+    for i in 0..10 {
+        sim.publish(p, "k/keep", format!("kept {i}"), QoS::AtLeastOnce);
+    }
+    assert_eq!(sim.received(sub).len(), 3010);
+    let bytes: u64 = (0..2u32)
+        .map(|i| storage::dir::dir_bytes(&storage::dir::shard_dir(&dir, i)))
+        .sum();
+    // ~3000 × (message, enqueue, sent, done) ≈ 600 KiB were appended; compaction keeps the
+    // disk near the live state plus the log since the last snapshot.
+    assert!(bytes < 300 << 10, "{bytes} bytes on disk");
+    let img = image(&dir, 2);
+    assert_eq!(
+        session(&img, "compact-offline").unwrap().deliveries.len(),
+        10
+    );
+    assert!(session(&img, "compact-sub").unwrap().deliveries.is_empty());
+    // The busy log (shard 1, the online subscriber's) was compacted while serving.
+    let s1 = storage::dir::load_shard(1, &storage::dir::shard_dir(&dir, 1), false).unwrap();
+    assert!(s1.report.snapshot.is_some(), "shard 1 took a snapshot");
+    drop(sim);
+    let mut sim = Sim::restart(&dir, 2, settings(), Policy::Never);
+    let (off, ack) = sim.connect_with(0, persistent_v5("compact-offline", 3600));
+    assert!(ack.session_present);
+    assert_eq!(sim.received(off).len(), 10);
+    let _ = std::fs::remove_dir_all(&dir);
+}

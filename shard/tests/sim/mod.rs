@@ -182,22 +182,22 @@ impl Sim {
     /// Gives every shard a log in data directory `dir` (recovering what is there), with
     /// `policy`.
     pub fn attach_logs(&mut self, dir: &std::path::Path, policy: storage::log::Policy) {
-        self.attach_logs_from(dir, policy, 1);
+        let o = storage::log::LogOptions {
+            policy,
+            ..storage::log::LogOptions::default()
+        };
+        self.attach_logs_from(dir, o, 1);
     }
 
-    fn attach_logs_from(
-        &mut self,
-        dir: &std::path::Path,
-        policy: storage::log::Policy,
-        first: u64,
-    ) {
+    /// [`Sim::attach_logs`] with every log option.
+    pub fn attach_logs_with(&mut self, dir: &std::path::Path, o: storage::log::LogOptions) {
+        self.attach_logs_from(dir, o, 1);
+    }
+
+    fn attach_logs_from(&mut self, dir: &std::path::Path, o: storage::log::LogOptions, first: u64) {
         for (i, shard) in self.shards.iter_mut().enumerate() {
             let d = storage::dir::shard_dir(dir, i as u32);
             let rec = storage::recover::recover(&d, true, |_, _| {}).unwrap();
-            let o = storage::log::LogOptions {
-                policy,
-                ..storage::log::LogOptions::default()
-            };
             let log = storage::log::Log::new(i as u32, o, &rec.existing, self.now);
             shard.attach_log(log, first);
             self.logs.push(storage::exec::Files::new(&d).unwrap());
@@ -222,7 +222,11 @@ impl Sim {
         }
         let first = storage::dir::max_id(&all) + 1;
         let mut sim = Self::new(shards, settings);
-        sim.attach_logs_from(dir, policy, first);
+        let o = storage::log::LogOptions {
+            policy,
+            ..storage::log::LogOptions::default()
+        };
+        sim.attach_logs_from(dir, o, first);
         let mut per_shard: Vec<Vec<storage::image::SessionImage>> = vec![Vec::new(); shards.into()];
         let sessions = std::mem::take(&mut all.sessions);
         for (_, s) in sessions {
