@@ -145,13 +145,22 @@ fn raw_takeover(v5: bool) {
             .unwrap();
         let puback = publ.expect("PUBACK", Duration::from_secs(5));
         assert_eq!(puback.first, 0x40, "{puback:02x?}");
-        let p = new.expect("the PUBLISH", Duration::from_secs(5));
-        let (t, pid, body) = raw::parse_publish(v5, &p);
-        assert_eq!(
-            (t.as_str(), body.as_slice()),
-            (topic.as_str(), payload.as_bytes())
-        );
-        new.send(&raw::puback(pid.unwrap())).unwrap();
+        let previous = round.checked_sub(1).map(|r| format!("round {r}"));
+        loop {
+            let p = new.expect("the PUBLISH", Duration::from_secs(5));
+            let (t, pid, body) = raw::parse_publish(v5, &p);
+            new.send(&raw::puback(pid.unwrap())).unwrap();
+            // The previous round's PUBACK can reach the broker after this takeover (it went on
+            // the old connection): that message comes again, with DUP, as QoS 1 allows.
+            if p.first & 0x08 != 0 && previous.as_deref().map(str::as_bytes) == Some(&body[..]) {
+                continue;
+            }
+            assert_eq!(
+                (t.as_str(), body.as_slice()),
+                (topic.as_str(), payload.as_bytes())
+            );
+            break;
+        }
         old = new;
     }
     let stopped = broker.stop();
