@@ -437,12 +437,13 @@ fn recover_storage(
     let c = all.counts();
     if records > 0 {
         log::info!(
-            "recovered {} sessions ({} subscriptions, {} queued and {} inflight messages) from \
-             {records} records in {:.1?}",
+            "recovered {} sessions ({} subscriptions, {} queued and {} inflight messages) and {} \
+             retained messages from {records} records in {:.1?}",
             c.sessions,
             c.subscriptions,
             c.queued,
             c.inflight,
+            c.retained,
             started.elapsed()
         );
     }
@@ -451,6 +452,15 @@ fn recover_storage(
         let owner = shard::core::owner_of(&s.header.client_id, shards);
         per_shard[usize::from(owner)].push(s);
     }
+    let mut retained: Vec<Vec<(String, storage::schema::MessageV1)>> = vec![Vec::new(); n];
+    for (topic, m) in std::mem::take(&mut all.retained) {
+        let owner = shard::core::owner_of(&topic, shards);
+        retained[usize::from(owner)].push((topic, m));
+    }
+    let mut delayed: Vec<Vec<storage::schema::DelayedV1>> = vec![Vec::new(); n];
+    for (id, d) in std::mem::take(&mut all.delayed) {
+        delayed[((id >> 48) % n as u64) as usize].push(d);
+    }
     let messages = Arc::new(std::mem::take(&mut all.messages));
     let retire = Arc::new(shard::driver::Retire {
         remaining: std::sync::atomic::AtomicUsize::new(n),
@@ -458,17 +468,23 @@ fn recover_storage(
     });
     Ok(per_shard
         .into_iter()
+        .zip(retained)
+        .zip(delayed)
         .zip(existing)
         .enumerate()
-        .map(|(i, (sessions, existing))| shard::driver::StorageSpec {
-            dir: storage::dir::shard_dir(data_dir, i as u32),
-            options,
-            existing,
-            first_id,
-            sessions,
-            messages: messages.clone(),
-            retire: retire.clone(),
-        })
+        .map(
+            |(i, (((sessions, retained), delayed), existing))| shard::driver::StorageSpec {
+                dir: storage::dir::shard_dir(data_dir, i as u32),
+                options,
+                existing,
+                first_id,
+                sessions,
+                retained,
+                delayed,
+                messages: messages.clone(),
+                retire: retire.clone(),
+            },
+        )
         .collect())
 }
 

@@ -616,6 +616,8 @@ pub struct Shard {
     reports_due: bool,
     /// A snapshot in progress: the durable sessions to write, and how far it got.
     snapshot_keys: Option<(Vec<Key>, usize)>,
+    /// The retained topics the snapshot in progress writes after the sessions.
+    snapshot_topics: Vec<MqttStr>,
 }
 
 /// Snapshot bytes written per step of a snapshot taken while serving.
@@ -720,6 +722,7 @@ impl Shard {
             recv_pending: vec![VecDeque::new(); usize::from(shards.max(1))],
             reports_due: false,
             snapshot_keys: None,
+            snapshot_topics: Vec::new(),
         }
     }
 
@@ -870,6 +873,65 @@ impl Shard {
         restored
     }
 
+    /// Installs retained messages recovered from the logs on this shard (which must own their
+    /// topics); expired ones are dropped. Call with [`Shard::restore`], before
+    /// [`Shard::snapshot_all`].
+    pub fn restore_retained(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        retained: Vec<(String, storage::schema::MessageV1)>,
+    ) -> usize {
+        let mut cache = HashMap::new();
+        let mut n = 0;
+        for (topic, m) in retained {
+            if m.expires_at_ms.is_some_and(|at| at <= unix_ms) {
+                continue;
+            }
+            let Some(msg) = crate::persist::restore_message(&m, now, unix_ms, &mut cache) else {
+                continue;
+            };
+            let expires_at = msg.expires_at;
+            self.retained.insert(&topic, Retained { msg, expires_at });
+            if expires_at.is_some() && !self.retained_sweep_armed {
+                self.retained_sweep_armed = true;
+                self.arm(now + RETAINED_SWEEP, Timer::RetainedSweep);
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Installs delayed publishes recovered from the logs (any shard may hold them); one that
+    /// came due while the broker was down is published at once.
+    pub fn restore_delayed(
+        &mut self,
+        now: Instant,
+        unix_ms: u64,
+        delayed: Vec<storage::schema::DelayedV1>,
+    ) -> usize {
+        let mut n = 0;
+        for d in delayed {
+            let Some(p) = d
+                .message
+                .as_ref()
+                .and_then(|m| crate::persist::decode_publish(&m.publish))
+            else {
+                continue;
+            };
+            let low = d.id & ((1 << 48) - 1);
+            self.next_delayed = self.next_delayed.max(low);
+            let at = crate::persist::instant_at(d.due_ms, now, unix_ms);
+            if self.delayed.first_key_value().is_none_or(|(k, _)| at < k.0) {
+                self.arm(at, Timer::Delayed);
+            }
+            self.delayed
+                .insert((at, d.id), (Key::from_u64(u64::MAX), detach(p)));
+            n += 1;
+        }
+        n
+    }
+
     /// Writes a snapshot of every durable session (at start, after [`Shard::restore`]): once
     /// it is on disk, the segments it replaces are deleted.
     pub fn snapshot_all(&mut self, now: Instant) {
@@ -885,6 +947,14 @@ impl Shard {
             if s.durable.is_some() {
                 p.snapshot_session(s, now, unix_ms);
             }
+        }
+        for (topic, r) in self.retained.iter() {
+            if !self.retained_own.iter().any(|t| &**t == topic) {
+                p.retain(topic, Some((&r.msg, r.expires_at)), now, unix_ms, true);
+            }
+        }
+        for ((at, id), (_, publish)) in &self.delayed {
+            p.delayed(*id, Some((publish, *at)), now, unix_ms, true);
         }
         p.snapshot_finish();
     }
@@ -914,6 +984,12 @@ impl Shard {
                 .filter(|(_, s)| s.durable.is_some())
                 .map(|(k, _)| k)
                 .collect();
+            self.snapshot_topics = self
+                .retained
+                .iter()
+                .map(|(t, _)| MqttStr::from(t.to_owned()))
+                .filter(|t| !self.retained_own.contains(t))
+                .collect();
             self.snapshot_keys = Some((keys, 0));
         }
         let unix_ms = self.wall_ms(now);
@@ -931,7 +1007,19 @@ impl Shard {
             }
             *pos += 1;
         }
-        if *pos == keys.len() {
+        // Then the retained messages (as they are when reached; changes since are in the log).
+        while *pos == keys.len() && p.snapshot_backlog() < SNAPSHOT_SLICE {
+            let Some(topic) = self.snapshot_topics.pop() else {
+                break;
+            };
+            if let Some(r) = self.retained.get(&topic) {
+                p.retain(&topic, Some((&r.msg, r.expires_at)), now, unix_ms, true);
+            }
+        }
+        if *pos == keys.len() && self.snapshot_topics.is_empty() {
+            for ((at, id), (_, publish)) in &self.delayed {
+                p.delayed(*id, Some((publish, *at)), now, unix_ms, true);
+            }
             p.snapshot_finish();
             self.snapshot_keys = None;
         }
@@ -968,6 +1056,7 @@ impl Shard {
         };
         p.complete(now, result, data);
         self.release_held();
+        self.drain_local(now);
     }
 
     fn release_held(&mut self) {
@@ -1336,6 +1425,7 @@ impl Shard {
                 *d = (*d).max(n);
             }
             self.release_held();
+            self.drain_local(now);
             return;
         }
         let before = p.log_ref().appended();
@@ -2080,12 +2170,18 @@ impl Shard {
             } else {
                 p.topic = topic;
                 self.next_delayed += 1;
+                // Unique across shards and restarts (the log keys delayed publishes by it).
+                let id = (u64::from(self.id) << 48) | (self.next_delayed & ((1 << 48) - 1));
                 let at = now + delay;
                 if self.delayed.first_key_value().is_none_or(|(k, _)| at < k.0) {
                     self.arm(at, Timer::Delayed);
                 }
-                self.delayed
-                    .insert((at, self.next_delayed), (sid, detach(p)));
+                let p = detach(p);
+                let unix_ms = self.wall_ms(now);
+                if let Some(log) = self.persist.as_mut() {
+                    log.delayed(id, Some((&p, at)), now, unix_ms, false);
+                }
+                self.delayed.insert((at, id), (sid, p));
                 self.stats.delayed_stored += 1;
                 ReasonCode::SUCCESS
             };
@@ -2094,15 +2190,16 @@ impl Shard {
             } else {
                 ReasonCode::SUCCESS
             };
-            let ack = Ack {
-                packet_id,
-                reason_code: reason,
-                ..Ack::default()
-            };
-            match qos {
-                QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => self.send(conn, &Packet::PubAck(ack)),
-                QoS::ExactlyOnce => self.send(conn, &Packet::PubRec(ack)),
+            if qos != QoS::AtMostOnce {
+                // Once the delayed publish is on disk.
+                let held = Held::Ack {
+                    conn,
+                    lane: self.conns.get(conn).map_or(0, |c| c.lane),
+                    packet_id,
+                    reason,
+                    rec: qos == QoS::ExactlyOnce,
+                };
+                self.after_log(now, held);
             }
             return;
         }
@@ -3370,21 +3467,22 @@ impl Shard {
             RetainMsg::Store(msg, ack) => {
                 self.store_retained(now, &msg);
                 if let Some(ack) = ack {
-                    self.send_shard(from, ShardMsg::Retain(RetainMsg::Stored(ack)));
+                    // Once the retained message is on disk here.
+                    let stored = ShardMsg::Retain(RetainMsg::Stored(ack));
+                    self.after_log(now, Held::Ring(from, stored));
                 }
             }
             RetainMsg::Stored(a) => {
-                let ack = Ack {
+                // In order with this shard's other acknowledgements, and once the message's
+                // deliveries to durable sessions here and elsewhere are on disk too.
+                let held = Held::Ack {
+                    conn: Key::from_u64(a.conn),
+                    lane: a.lane,
                     packet_id: a.packet_id,
-                    reason_code: a.reason,
-                    ..Ack::default()
+                    reason: a.reason,
+                    rec: a.qos2,
                 };
-                let conn = Key::from_u64(a.conn);
-                if a.qos2 {
-                    self.send_on(conn, a.lane, &Packet::PubRec(ack));
-                } else {
-                    self.send_on(conn, a.lane, &Packet::PubAck(ack));
-                }
+                self.after_log(now, held);
             }
             RetainMsg::Query(q) => {
                 let mut messages = Vec::new();
@@ -3448,7 +3546,15 @@ impl Shard {
             self.retained_own.retain(|t| *t != msg.topic);
         }
         if msg.payload.is_empty() {
-            self.retained.remove(&msg.topic);
+            if self.retained.remove(&msg.topic).is_some()
+                && !broker_own
+                && let Some(p) = self.persist.as_mut()
+            {
+                let unix_ms = self.clock.map_or(0, |(base, ms)| {
+                    ms + u64::try_from(now.saturating_duration_since(base).as_millis()).unwrap_or(0)
+                });
+                p.retain(&msg.topic, None, now, unix_ms, false);
+            }
             return;
         }
         if msg.payload.len() > self.settings.max_retained_payload {
@@ -3472,6 +3578,12 @@ impl Shard {
         let topic = own.topic.clone();
         if broker_own && !self.retained_own.contains(&topic) {
             self.retained_own.push(topic.clone());
+        }
+        if !broker_own {
+            let unix_ms = self.wall_ms(now);
+            if let Some(p) = self.persist.as_mut() {
+                p.retain(&topic, Some((&own, expires_at)), now, unix_ms, false);
+            }
         }
         self.retained.insert(
             &topic,
@@ -4125,7 +4237,11 @@ impl Shard {
                         self.arm(at, Timer::Delayed);
                         break;
                     }
+                    let id = entry.key().1;
                     let (sid, p) = entry.remove();
+                    if let Some(log) = self.persist.as_mut() {
+                        log.delayed(id, None, now, 0, false);
+                    }
                     self.stats.delayed_published += 1;
                     if !self.publish_message(now, sid, p) {
                         self.stats.dropped_no_subscribers += 1;

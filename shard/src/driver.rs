@@ -214,6 +214,10 @@ pub struct StorageSpec {
     pub first_id: u64,
     /// The sessions this shard owns, from every shard's log.
     pub sessions: Vec<storage::image::SessionImage>,
+    /// The retained messages of the topics this shard owns.
+    pub retained: Vec<(String, storage::schema::MessageV1)>,
+    /// The delayed publishes this shard holds.
+    pub delayed: Vec<storage::schema::DelayedV1>,
     /// The message bodies they refer to (shared by every shard's spec).
     pub messages: Arc<HashMap<u64, storage::schema::MessageV1>>,
     /// Shared by every shard: log directories of shards that no longer exist (the shard count
@@ -511,6 +515,8 @@ async fn serve(
             let mut shard = ctx.shard.borrow_mut();
             shard.attach_log(log, st.first_id);
             shard.restore(now, unix_ms, st.sessions, &st.messages, st.first_id);
+            shard.restore_retained(now, unix_ms, st.retained);
+            shard.restore_delayed(now, unix_ms, st.delayed);
             shard.snapshot_all(now);
         }
         let mut exec = if uring {

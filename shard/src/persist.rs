@@ -19,8 +19,8 @@ use net::mqtt::{Delivery, ProtocolVersion, QoS};
 use rkyv::util::AlignedVec;
 use storage::log::{Job, Log, Ticket};
 use storage::schema::{
-    DoneV1, EnqueueV1, MessageV1, Record, ReleasedV1, RxQos2V1, SentV1, SessionEndV1, SessionV1,
-    SubscriptionV1, V1, WillV1,
+    DelayedV1, DoneV1, EnqueueV1, MessageV1, Record, ReleasedV1, RetainV1, RxQos2V1, SentV1,
+    SessionEndV1, SessionV1, SubscriptionV1, V1, WillV1,
 };
 
 use crate::message::Message;
@@ -390,6 +390,65 @@ impl<T> Persist<T> {
             if *refs == 0 {
                 self.bodies.remove(&q.msg.id);
             }
+        }
+    }
+
+    /// A retained message was set (`Some`) or cleared on `topic`; `expires_at` is when it goes.
+    pub fn retain(
+        &mut self,
+        topic: &str,
+        msg: Option<(&Message, Option<Instant>)>,
+        now: Instant,
+        unix_ms: u64,
+        snapshot: bool,
+    ) {
+        let message = msg.map(|(m, expires_at)| MessageV1 {
+            mid: m.id,
+            expires_at_ms: expires_at.map(|at| {
+                unix_ms.saturating_add(at.saturating_duration_since(now).as_millis() as u64)
+            }),
+            publish: encode_message(&mut self.packet, m),
+        });
+        let r = Record::Retain(RetainV1 {
+            topic: topic.to_owned(),
+            message,
+        });
+        if snapshot {
+            self.snap(&r);
+        } else {
+            self.put(&r);
+        }
+    }
+
+    /// A delayed publish `id` was stored (`Some`: the PUBLISH and when it is due) or published.
+    pub fn delayed(
+        &mut self,
+        id: u64,
+        stored: Option<(&net::mqtt::Publish, Instant)>,
+        now: Instant,
+        unix_ms: u64,
+        snapshot: bool,
+    ) {
+        let (due_ms, message) = match stored {
+            Some((p, at)) => (
+                unix_ms.saturating_add(at.saturating_duration_since(now).as_millis() as u64),
+                Some(MessageV1 {
+                    mid: id,
+                    expires_at_ms: None,
+                    publish: encode_publish(&mut self.packet, p),
+                }),
+            ),
+            None => (0, None),
+        };
+        let r = Record::Delayed(DelayedV1 {
+            id,
+            due_ms,
+            message,
+        });
+        if snapshot {
+            self.snap(&r);
+        } else {
+            self.put(&r);
         }
     }
 

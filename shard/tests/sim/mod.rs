@@ -232,9 +232,22 @@ impl Sim {
         for (_, s) in sessions {
             per_shard[usize::from(sim.owner_of(&s.header.client_id))].push(s);
         }
+        let mut retained: Vec<Vec<(String, storage::schema::MessageV1)>> =
+            vec![Vec::new(); shards.into()];
+        for (topic, m) in std::mem::take(&mut all.retained) {
+            retained[usize::from(shard::core::owner_of(&topic, shards))].push((topic, m));
+        }
+        let mut delayed: Vec<Vec<storage::schema::DelayedV1>> = vec![Vec::new(); shards.into()];
+        for (id, d) in std::mem::take(&mut all.delayed) {
+            delayed[((id >> 48) % u64::from(shards)) as usize].push(d);
+        }
         let now = sim.now;
-        for (i, sessions) in per_shard.into_iter().enumerate() {
+        for (i, ((sessions, retained), delayed)) in
+            per_shard.into_iter().zip(retained).zip(delayed).enumerate()
+        {
             sim.shards[i].restore(now, 0, sessions, &all.messages, first);
+            sim.shards[i].restore_retained(now, 0, retained);
+            sim.shards[i].restore_delayed(now, 0, delayed);
             sim.shards[i].snapshot_all(now);
         }
         sim.drive();
