@@ -1414,12 +1414,15 @@ impl Shard {
 
     /// A message from shard `from`.
     pub fn handle_message(&mut self, now: Instant, from: ShardId, msg: ShardMsg) {
+        let f = usize::from(from);
         let Some(p) = self.persist.as_ref() else {
+            if let Some(n) = self.ring_recv.get_mut(f) {
+                *n += 1;
+            }
             self.on_message(now, from, msg);
             self.drain_local(now);
             return;
         };
-        let f = usize::from(from);
         if let ShardMsg::Durable(n) = msg {
             if let Some(d) = self.ring_durable.get_mut(f) {
                 *d = (*d).max(n);
@@ -3751,9 +3754,9 @@ impl Shard {
     /// Queues a message for another shard, counted: the receiver reports how many of ours it
     /// has made durable ([`ShardMsg::Durable`]).
     fn push_out(&mut self, dest: ShardId, msg: ShardMsg) {
-        if self.persist.is_some()
-            && let Some(n) = self.ring_sent.get_mut(usize::from(dest))
-        {
+        // Counted with or without a log: both ends must count the same messages from the
+        // start (a message sent before the log is attached still counts on the receiver).
+        if let Some(n) = self.ring_sent.get_mut(usize::from(dest)) {
             *n += 1;
         }
         self.outbox.push_back((dest, msg));

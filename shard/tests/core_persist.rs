@@ -247,6 +247,9 @@ fn queued_and_inflight_deliveries_survive_a_crash() {
 fn puback_waits_for_the_log_of_the_subscribers_shard() {
     let dir = scratch("puback-remote");
     let mut sim = Sim::new(2, settings());
+    // As the driver does: the wall clock first (shards exchange their `$SYS` messages), then
+    // the logs. The shards' counts of each other's messages must agree all the same.
+    sim.start_clocks(1_800_000_000_000);
     sim.attach_logs(&dir, Policy::Always);
     // The durable subscriber's session lives on shard 1, the publisher on shard 0.
     let (c, _) = sim.connect_with(1, persistent_v5("remote-offline", 600));

@@ -17,7 +17,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// The broker under test, built by Cargo for this integration test.
-const BROKER: &str = env!("CARGO_BIN_EXE_broker");
+pub(crate) const BROKER: &str = env!("CARGO_BIN_EXE_broker");
 
 /// Where the Python client scripts live.
 const CLIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/e2e/clients");
