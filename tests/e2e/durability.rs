@@ -284,3 +284,32 @@ fn a_damaged_data_directory_is_reported_and_the_rest_recovered() {
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_session_that_expires_while_the_broker_is_down_is_gone_after_the_restart() {
+    use crate::raw;
+    let dir = scratch_dir();
+    let broker = Broker::start_in(dir.clone(), SETS);
+    let short = unique("short");
+    let long = unique("long");
+    for (id, expiry) in [(&short, 1u32), (&long, 3600)] {
+        let (mut c, present) =
+            raw::open(broker.addr(), &raw::connect_v5(id, 60, false, Some(expiry)));
+        assert!(!present);
+        c.send(&raw::subscribe(true, 1, "exp/t", 1)).unwrap();
+        let _ = c.expect("SUBACK", Duration::from_secs(5));
+    }
+    let _ = broker.kill();
+    // The short session's expiry (1 s after its connection ended) passes while no broker runs.
+    std::thread::sleep(Duration::from_millis(1500));
+    let broker = Broker::start_in(dir.clone(), SETS);
+    let (_c, present) = raw::open(broker.addr(), &raw::connect_v5(&short, 60, false, Some(1)));
+    assert!(!present, "the expired session is gone");
+    let (_c, present) = raw::open(
+        broker.addr(),
+        &raw::connect_v5(&long, 60, false, Some(3600)),
+    );
+    assert!(present, "the other one is there");
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
