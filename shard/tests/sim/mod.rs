@@ -254,6 +254,22 @@ impl Sim {
         sim
     }
 
+    /// Runs shard `shard`'s pending log jobs, then drives; returns whether any ran.
+    pub fn run_storage_of(&mut self, shard: ShardId) -> bool {
+        let i = usize::from(shard);
+        let mut ran = false;
+        if let Some(files) = self.logs.get_mut(i) {
+            let shard = &mut self.shards[i];
+            while let Some(job) = shard.poll_storage_job(self.now) {
+                let (res, data) = files.run(job);
+                assert!(res.is_ok(), "storage job: {res:?}");
+                shard.storage_complete(self.now, res, data);
+                ran = true;
+            }
+        }
+        ran
+    }
+
     /// Runs every shard's pending log jobs; returns whether any ran.
     pub fn run_storage(&mut self) -> bool {
         let mut ran = false;
