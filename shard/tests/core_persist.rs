@@ -472,7 +472,7 @@ mod crash {
             let mut acked: HashSet<String> = HashSet::new();
             let mut got: Vec<HashSet<String>> = vec![HashSet::new(); 2];
             let mut n = 0;
-            let mut collect = |sim: &mut Sim, subs: &[Option<sim::ClientId>], got: &mut Vec<HashSet<String>>| {
+            let collect = |sim: &mut Sim, subs: &[Option<sim::ClientId>], got: &mut Vec<HashSet<String>>| {
                 for (i, c) in subs.iter().enumerate() {
                     if let Some(c) = c {
                         for m in sim.received(*c) {
