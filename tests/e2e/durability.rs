@@ -313,3 +313,26 @@ fn a_session_that_expires_while_the_broker_is_down_is_gone_after_the_restart() {
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn durable_sessions_on_the_epoll_driver() {
+    // Where io_uring is blocked the log's file operations run on a helper thread.
+    const EPOLL: &[&str] = &["mqtt.max_mqueue_len=20000", "node.driver=epoll"];
+    let dir = scratch_dir();
+    let broker = Broker::start_in(dir.clone(), EPOLL);
+    assert!(
+        broker.log_text().contains("epoll driver"),
+        "{}",
+        broker.log_text()
+    );
+    let id = unique("epoll");
+    subscribe_and_leave(&broker, "mqttv5", &id);
+    publish_all(&broker, "dur/q2", "2");
+    let _ = broker.kill();
+    let broker = Broker::start_in(dir.clone(), EPOLL);
+    let lines = collect(&broker, "mqttv5", &id, Some(PER_QOS), 30);
+    let distinct: std::collections::HashSet<&String> = lines.iter().collect();
+    assert_eq!((lines.len(), distinct.len()), (PER_QOS, PER_QOS));
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
