@@ -28,6 +28,10 @@ fi
 if ! python3 -c 'import aioquic' 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check 'aioquic==1.7.2'
 fi
+# prometheus_client: its parser checks the broker's /metrics output.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  python3 -m pip install -q --disable-pip-version-check 'prometheus-client==0.21.1'
+fi
 
 if ! command -v node >/dev/null 2>&1; then
   echo "tools/setup.sh: node (>= 18) is required by the interoperability tests" >&2

@@ -7,11 +7,13 @@
 //! - [`logger`]: a minimal `log` backend on standard error.
 //! - [`cpus`]: how many CPUs the process may use.
 //! - [`server`]: binds the listeners and runs the shards.
+//! - [`control`]: the control plane's HTTP server (health check, Prometheus metrics).
 //! - [`tls`]: the rustls server configuration of a TLS listener; [`ocsp`]: fetching OCSP
 //!   responses to staple.
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod cpus;
 pub mod logger;
 pub mod ocsp;

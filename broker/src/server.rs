@@ -39,6 +39,10 @@ pub struct ServeSpec {
     pub ring_batch: usize,
     /// The data directory (`node.data_dir`) and the log's policy.
     pub storage: (std::path::PathBuf, storage::log::LogOptions),
+    /// The control plane's HTTP listener, if enabled, and the node's name.
+    pub http: Option<SocketAddr>,
+    /// `node.name`.
+    pub node: String,
 }
 
 /// One listener to start.
@@ -71,6 +75,8 @@ pub struct Running {
     threads: Vec<thread::JoinHandle<io::Result<Stopped>>>,
     /// Held while the broker runs.
     _lock: storage::lock::DirLock,
+    /// The control plane, stopped with the broker.
+    control: Option<crate::control::Control>,
 }
 
 impl Running {
@@ -93,6 +99,10 @@ impl Running {
                 Ok(r) => out.push(r?),
                 Err(_) => return Err(io::Error::other("a shard thread panicked")),
             }
+        }
+        // The shards are gone: so is what the control plane reports on.
+        if let Some(c) = self.control {
+            c.stop();
         }
         Ok(out)
     }
@@ -162,6 +172,18 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
     let lock = storage::lock::DirLock::acquire(&spec.storage.0)
         .map_err(|e| io::Error::new(e.kind(), format!("node.data_dir: {e}")))?;
     let mut storage = recover_storage(&spec.storage.0, n, spec.storage.1)?.into_iter();
+    let http = match spec.http {
+        Some(bind) => Some(std::net::TcpListener::bind(bind).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("dashboard.listeners.http.bind {bind}: {e}"),
+            )
+        })?),
+        None => None,
+    };
+    let slots: crate::control::Slots = (0..n)
+        .map(|_| Arc::new(arc_swap::ArcSwapOption::empty()))
+        .collect();
     let mesh = Mesh::<ShardMsg>::new(n, spec.ring_capacity);
     let (tx, rx) = mpsc::channel::<Started>();
     let mut threads = Vec::with_capacity(n);
@@ -190,6 +212,7 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
             driver: spec.driver,
             ring_batch: spec.ring_batch,
             storage: storage.next(),
+            metrics: Some(slots[id].clone()),
         };
         let tx = tx.clone();
         let stop = shutdown.clone();
@@ -226,6 +249,14 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
     if let Some(addr) = quic_addr {
         addrs.push(("quic", "listeners.quic.default", addr));
     }
+    let control = match http {
+        Some(l) => {
+            let c = crate::control::start(l, spec.node.clone(), slots)?;
+            addrs.push(("http", "dashboard.listeners.http", c.addr));
+            Some(c)
+        }
+        None => None,
+    };
     let tcp = addrs.iter().find(|a| a.0 == "tcp").map(|a| a.2);
     Ok(Running {
         listeners: addrs,
@@ -234,6 +265,7 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
         shutdown,
         threads,
         _lock: lock,
+        control,
     })
 }
 
@@ -383,6 +415,11 @@ impl ServeSpec {
             },
             ring_capacity: config.shard.ring_capacity,
             ring_batch: config.shard.max_events_per_turn,
+            http: config
+                .dashboard
+                .http_enable
+                .then_some(config.dashboard.http_bind),
+            node: config.node.name.clone(),
             storage: (
                 config.node.data_dir.clone(),
                 storage::log::LogOptions {

@@ -1164,6 +1164,17 @@ impl Shard {
         self.conns.get(conn).map(|c| c.peer)
     }
 
+    /// The shard's gauges and counters now (for the control plane's metrics).
+    pub fn sys_snapshot(&self) -> SysSnapshot {
+        SysSnapshot {
+            connections: self.conns.len() as u64,
+            sessions: self.sessions.len() as u64,
+            subscriptions: self.subs.entry_count() as u64,
+            retained: self.retained.len() as u64,
+            stats: self.stats.clone(),
+        }
+    }
+
     /// Sessions held, online or not.
     pub fn session_count(&self) -> usize {
         self.sessions.len()

@@ -199,6 +199,9 @@ pub struct ShardSpec {
     pub ring_batch: usize,
     /// The shard's log, with what recovery found for it.
     pub storage: Option<StorageSpec>,
+    /// Where the shard publishes a snapshot of its counters twice a second, for the control
+    /// plane (no lock: the control plane reads the last one at scrape time).
+    pub metrics: Option<Arc<arc_swap::ArcSwapOption<crate::core::SysSnapshot>>>,
 }
 
 /// A shard's log: where, how, and the state recovered for this shard.
@@ -563,6 +566,9 @@ async fn serve(
     }
     monoio::spawn(ring_loop(ctx.clone()));
     monoio::spawn(backpressure_loop(ctx.clone()));
+    if let Some(slot) = spec.metrics {
+        monoio::spawn(metrics_loop(ctx.clone(), slot, stop.clone()));
+    }
     // The timer loop runs here; it returns once shutdown is complete.
     timer_loop(ctx.clone(), shutdown, stop).await;
     // The storage loop writes what is left, then ends.
@@ -573,6 +579,22 @@ async fn serve(
     let stats = ctx.shard.borrow().stats().clone();
     Ok(Stopped { id: spec.id, stats })
 }
+
+/// Publishes the shard's counters for the control plane every [`METRICS_EVERY`].
+async fn metrics_loop(
+    ctx: Rc<Ctx>,
+    slot: Arc<arc_swap::ArcSwapOption<crate::core::SysSnapshot>>,
+    stop: Rc<Cell<bool>>,
+) {
+    while !stop.get() {
+        let snap = ctx.shard.borrow().sys_snapshot();
+        slot.store(Some(Arc::new(snap)));
+        monoio::time::sleep(METRICS_EVERY).await;
+    }
+}
+
+/// How often a shard publishes its counters.
+const METRICS_EVERY: Duration = Duration::from_millis(500);
 
 /// Runs the log's jobs until it has none (start, shutdown).
 async fn run_storage(ctx: &Rc<Ctx>, exec: &mut storage::exec::Executor) {

@@ -100,6 +100,7 @@ impl Broker {
             .args(["--set", "listeners.tcp.default.bind=127.0.0.1:0"])
             .args(["--set", "listeners.ws.default.bind=127.0.0.1:0"])
             .args(["--set", "listeners.quic.default.bind=127.0.0.1:0"])
+            .args(["--set", "dashboard.listeners.http.bind=127.0.0.1:0"])
             .arg("--set")
             .arg(format!("node.data_dir={}", data_dir.display()));
         for s in sets {

@@ -18,6 +18,7 @@ mod raw;
 mod alias;
 mod conformance;
 mod connect;
+mod control;
 mod delayed;
 mod delivery;
 mod durability;

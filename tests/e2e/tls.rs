@@ -350,7 +350,8 @@ fn refused(sets: &[String]) -> String {
     cmd.args(["run", "--cores", "2"])
         .args(["--set", "listeners.tcp.default.bind=127.0.0.1:0"])
         .args(["--set", "listeners.ws.default.bind=127.0.0.1:0"])
-        .args(["--set", "listeners.quic.default.bind=127.0.0.1:0"]);
+        .args(["--set", "listeners.quic.default.bind=127.0.0.1:0"])
+        .args(["--set", "dashboard.listeners.http.bind=127.0.0.1:0"]);
     for s in sets {
         cmd.args(["--set", s]);
     }

@@ -173,18 +173,21 @@ def ours_argv(bdir, cores, port, tls):
                        "--set", f"listeners.ssl.default.ssl_options.keyfile={tls['keyfile']}",
                        "--set", "listeners.quic.default.enable=true",
                        "--set", f"listeners.quic.default.bind=127.0.0.1:{tls['quic_port']}",
+                       "--set", "dashboard.listeners.http.bind=127.0.0.1:0",
                        "--set", f"listeners.quic.default.ssl_options.certfile={tls['certfile']}",
                        "--set", f"listeners.quic.default.ssl_options.keyfile={tls['keyfile']}"]
     if tls is None:
         return argv + ["--set", f"listeners.tcp.default.bind=127.0.0.1:{port}",
                        "--set", "listeners.ws.default.bind=127.0.0.1:0",
-                       "--set", "listeners.quic.default.bind=127.0.0.1:0"]
+                       "--set", "listeners.quic.default.bind=127.0.0.1:0",
+                   "--set", "dashboard.listeners.http.bind=127.0.0.1:0"]
     # TLS / WSS: that listener on PORT with the test certificate; TCP and WS on free ports
     # nobody uses (the other TLS listener stays off: it has no certificate).
     lst = {"tls": "ssl", "wss": "wss"}[tls["transport"]]
     return argv + ["--set", "listeners.tcp.default.bind=127.0.0.1:0",
                    "--set", "listeners.ws.default.bind=127.0.0.1:0",
                    "--set", "listeners.quic.default.bind=127.0.0.1:0",
+                   "--set", "dashboard.listeners.http.bind=127.0.0.1:0",
                    "--set", f"listeners.{lst}.default.bind=127.0.0.1:{port}",
                    "--set", f"listeners.{lst}.default.ssl_options.certfile={tls['certfile']}",
                    "--set", f"listeners.{lst}.default.ssl_options.keyfile={tls['keyfile']}"]

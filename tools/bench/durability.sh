@@ -41,7 +41,8 @@ start_broker() {
     "$broker" run --cores 2 --set "node.data_dir=$data" \
         --set "listeners.tcp.default.bind=127.0.0.1:$port" \
         --set listeners.ws.default.bind=127.0.0.1:0 \
-        --set listeners.quic.default.bind=127.0.0.1:0 "$@" >"$out/$name.log" 2>&1 &
+        --set listeners.quic.default.bind=127.0.0.1:0 \
+        --set dashboard.listeners.http.bind=127.0.0.1:0 "$@" >"$out/$name.log" 2>&1 &
     bpid=$!
     for _ in $(seq 1 600); do
         grep -q "listening on tcp" "$out/$name.log" 2>/dev/null && return 0

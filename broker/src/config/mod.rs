@@ -59,6 +59,18 @@ pub struct Config {
     pub crl_cache: CrlCache,
     /// `durability.*`: what the log promises (our own keys).
     pub durability: Durability,
+    /// `dashboard.*`: the control plane's HTTP listener.
+    pub dashboard: Dashboard,
+}
+
+/// `dashboard.*`, with EMQX's names.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Dashboard {
+    /// `listeners.http.enable`.
+    pub http_enable: bool,
+    /// `listeners.http.bind`.
+    pub http_bind: SocketAddr,
 }
 
 /// `durability.*`.
@@ -626,6 +638,10 @@ impl Config {
             durability: Durability {
                 fsync: v.get("durability.fsync")?,
                 fsync_interval: v.get("durability.fsync_interval")?,
+            },
+            dashboard: Dashboard {
+                http_enable: v.get("dashboard.listeners.http.enable")?,
+                http_bind: v.get("dashboard.listeners.http.bind")?,
             },
             retainer: Retainer {
                 max_retained_messages: v.get("retainer.max_retained_messages")?,

@@ -679,6 +679,20 @@ const REST: &[Key] = &[
         doc: "Subscriptions made for every client when it connects, as in EMQX: topic (with \
               ${clientid}, ${username}, ${host}, ${port}), qos, rh, rap, nl.",
     },
+    // --- dashboard ----------------------------------------------------------------------------
+    Key {
+        path: "dashboard.listeners.http.bind",
+        kind: Kind::Addr,
+        default: "0.0.0.0:18083",
+        doc: "Address of the HTTP listener of the control plane: the health check (/status, \
+              /api/v5/status) and the Prometheus metrics (/metrics, /api/v5/prometheus/stats).",
+    },
+    Key {
+        path: "dashboard.listeners.http.enable",
+        kind: Kind::Bool,
+        default: "true",
+        doc: "Start the control plane's HTTP listener.",
+    },
     // --- durability ---------------------------------------------------------------------------
     Key {
         path: "durability.fsync",

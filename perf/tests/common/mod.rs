@@ -188,6 +188,8 @@ impl Broker {
             "listeners.ws.default.bind=127.0.0.1:0",
             "--set",
             "listeners.quic.default.bind=127.0.0.1:0",
+            "--set",
+            "dashboard.listeners.http.bind=127.0.0.1:0",
         ]);
         // The QUIC listener is on by default and writes its self-signed certificate into the
         // data directory (`./data`, i.e. perf/data, by default): a scratch one unless given.

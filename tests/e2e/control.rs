@@ -1,0 +1,138 @@
+//! The control plane's HTTP listener: the health check and the Prometheus endpoint, checked
+//! with prometheus_client's parser against traffic the test made.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::harness::{Broker, Proc, mosquitto, python_run, unique};
+
+fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: broker\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+/// The sum over shards of a family's samples.
+fn total(v: &serde_json::Value, family: &str) -> f64 {
+    let f = &v["families"][family];
+    assert!(!f.is_null(), "no family {family}");
+    f["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[2].as_f64().unwrap())
+        .sum()
+}
+
+#[test]
+fn health_check_and_prometheus_metrics_count_the_traffic() {
+    let broker = Broker::start();
+    let http = broker.listener("http");
+    // 503 while the shards start (restoring durable state), then 200.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (code, body) = loop {
+        let (code, body) = get(http, "/api/v5/status");
+        if code == 200 || std::time::Instant::now() > deadline {
+            break (code, body);
+        }
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("is starting"), "{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("is started") && body.contains("broker is running"),
+        "{body}"
+    );
+    assert_eq!(get(http, "/status").0, 200);
+    let (code, body) = get(http, "/api/v5/nothing-here");
+    assert_eq!(code, 404);
+    assert!(body.contains("\"code\":\"NOT_FOUND\""), "{body}");
+
+    // 20 QoS 1 messages from mosquitto_pub to a mosquitto_sub.
+    let topic = unique("metrics");
+    let mut sub = mosquitto("mosquitto_sub");
+    sub.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &broker.port(),
+        "-q",
+        "1",
+        "-t",
+        &topic,
+        "-C",
+        "20",
+        "-d",
+    ]);
+    let mut sub = Proc::spawn("mosquitto_sub", sub).unwrap();
+    sub.wait_line(Duration::from_secs(10), "SUBACK", |l| {
+        l.contains("received SUBACK")
+    });
+    let mut publ = mosquitto("mosquitto_pub");
+    publ.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &broker.port(),
+        "-q",
+        "1",
+        "-t",
+        &topic,
+        "-l",
+    ]);
+    let mut p = Proc::spawn("mosquitto_pub", publ).unwrap();
+    for i in 0..20 {
+        p.send_line(&format!("m{i}"));
+    }
+    assert!(p.finish(Duration::from_secs(10)).status.success());
+    assert!(sub.finish(Duration::from_secs(10)).status.success());
+    // Shards publish their counters twice a second.
+    std::thread::sleep(Duration::from_millis(1200));
+
+    let url = format!("http://{http}/api/v5/prometheus/stats");
+    let m = python_run("metrics.py", &[url], Duration::from_secs(30));
+    assert!(
+        m["content_type"]
+            .as_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+        "{}",
+        m["content_type"]
+    );
+    // prometheus_client names counter families without their `_total` suffix.
+    assert_eq!(total(&m, "broker_messages_received"), 20.0);
+    assert!(total(&m, "broker_messages_sent") >= 20.0);
+    assert!(total(&m, "broker_messages_acked") >= 20.0);
+    assert!(total(&m, "broker_client_connected") >= 2.0);
+    assert!(total(&m, "broker_packets_received") >= 20.0 + 2.0);
+    assert!(total(&m, "process_resident_memory_bytes") > 1e6);
+    assert!(total(&m, "process_open_fds") > 0.0);
+    assert_eq!(m["families"]["broker_connections"]["type"], "gauge");
+    assert_eq!(m["families"]["broker_messages_received"]["type"], "counter");
+    // One sample per shard, labelled by shard only.
+    let samples = m["families"]["broker_sessions"]["samples"]
+        .as_array()
+        .unwrap();
+    assert_eq!(samples.len(), 2);
+    for s in samples {
+        let labels = s[1].as_object().unwrap();
+        assert_eq!(labels.keys().collect::<Vec<_>>(), ["shard"]);
+    }
+    let (code, _) = get(http, "/metrics");
+    assert_eq!(code, 200);
+}
