@@ -137,6 +137,7 @@ pub fn process_env() -> impl Iterator<Item = (String, String)> {
 pub fn start(args: &ConfigArgs) -> Result<Config, ExitCode> {
     let resolved = load(args).map_err(|e| fail(&e))?;
     let level = resolved.config().log.level.filter();
+    logger::set_json(resolved.config().log.format == crate::config::LogFormat::Json);
     if logger::init(level).is_err() {
         logger::set_level(level);
     }

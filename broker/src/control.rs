@@ -58,14 +58,25 @@ impl Drop for Control {
 struct Ctx {
     node: String,
     slots: Slots,
+    /// Each shard's I/O driver (`io_uring` or `epoll`).
+    drivers: Vec<&'static str>,
 }
 
 /// Serves HTTP on `listener` (already bound) from its own thread.
-pub fn start(listener: std::net::TcpListener, node: String, slots: Slots) -> io::Result<Control> {
+pub fn start(
+    listener: std::net::TcpListener,
+    node: String,
+    slots: Slots,
+    drivers: Vec<&'static str>,
+) -> io::Result<Control> {
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let ctx = Arc::new(Ctx { node, slots });
+    let ctx = Arc::new(Ctx {
+        node,
+        slots,
+        drivers,
+    });
     let thread = thread::Builder::new()
         .name("control".to_owned())
         .spawn(move || {
@@ -142,7 +153,7 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        render(&ctx.slots),
+        render(&ctx.slots, &ctx.drivers),
     )
 }
 
@@ -309,7 +320,7 @@ const FAMILIES: &[Family] = &[
 
 /// The Prometheus text exposition of every shard's last snapshot (label `shard`), and of
 /// the process (CPU, RSS, open files).
-fn render(slots: &Slots) -> String {
+fn render(slots: &Slots, drivers: &[&str]) -> String {
     let snaps: Vec<(usize, Arc<SysSnapshot>)> = slots
         .iter()
         .enumerate()
@@ -323,6 +334,11 @@ fn render(slots: &Slots) -> String {
         for (i, s) in &snaps {
             let _ = writeln!(out, "{}{{shard=\"{i}\"}} {}", f.name, (f.value)(s));
         }
+    }
+    out.push_str("# HELP broker_shard_info The I/O driver each shard runs on.\n");
+    out.push_str("# TYPE broker_shard_info gauge\n");
+    for (i, d) in drivers.iter().enumerate() {
+        let _ = writeln!(out, "broker_shard_info{{shard=\"{i}\",driver=\"{d}\"}} 1");
     }
     process_metrics(&mut out);
     out

@@ -21,6 +21,13 @@ pub fn init(level: LevelFilter) -> Result<(), log::SetLoggerError> {
     Ok(())
 }
 
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes JSON lines (`log.format = json`) instead of text.
+pub fn set_json(on: bool) {
+    JSON.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Changes the level of the installed logger.
 pub fn set_level(level: LevelFilter) {
     log::set_max_level(level);
@@ -38,7 +45,8 @@ impl Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format_line(SystemTime::now(), record);
+        let json = JSON.load(std::sync::atomic::Ordering::Relaxed);
+        let line = format_line(SystemTime::now(), record, json);
         // Nothing sensible is left to do when standard error is gone.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
@@ -48,12 +56,22 @@ impl Log for StderrLogger {
     }
 }
 
-fn format_line(now: SystemTime, record: &Record<'_>) -> String {
+fn format_line(now: SystemTime, record: &Record<'_>, json: bool) -> String {
     let thread = std::thread::current();
     let thread = match thread.name() {
         Some(name) => name.to_owned(),
         None => format!("{:?}", thread.id()),
     };
+    if json {
+        return format!(
+            "{{\"time\":\"{}\",\"level\":\"{}\",\"thread\":{},\"target\":{},\"msg\":{}}}\n",
+            timestamp(now),
+            record.level(),
+            json_string(&thread),
+            json_string(record.target()),
+            json_string(&record.args().to_string())
+        );
+    }
     format!(
         "{} {:<5} [{thread}] {}: {}\n",
         timestamp(now),
@@ -61,6 +79,25 @@ fn format_line(now: SystemTime, record: &Record<'_>) -> String {
         record.target(),
         record.args()
     )
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// RFC 3339 in UTC with milliseconds: `2025-11-26T06:21:03.512Z`.
@@ -118,12 +155,29 @@ mod tests {
             .level(log::Level::Warn)
             .target("broker::test")
             .build();
-        let line = format_line(UNIX_EPOCH, &record);
+        let line = format_line(UNIX_EPOCH, &record, false);
         let thread = std::thread::current();
         let name = thread.name().unwrap_or_default();
         assert_eq!(
             line,
             format!("1970-01-01T00:00:00.000Z WARN  [{name}] broker::test: hello 42\n")
         );
+    }
+
+    #[test]
+    fn json_lines_parse_whatever_the_message_holds() {
+        let args = format_args!("a \"quoted\" {}\nline\tand \\ and \u{1}", "value");
+        let record = Record::builder()
+            .args(args)
+            .level(log::Level::Info)
+            .target("broker::test")
+            .build();
+        let line = format_line(UNIX_EPOCH, &record, true);
+        assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["target"], "broker::test");
+        assert_eq!(v["msg"], "a \"quoted\" value\nline\tand \\ and \u{1}");
     }
 }

@@ -251,7 +251,7 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
     }
     let control = match http {
         Some(l) => {
-            let c = crate::control::start(l, spec.node.clone(), slots)?;
+            let c = crate::control::start(l, spec.node.clone(), slots, drivers.clone())?;
             addrs.push(("http", "dashboard.listeners.http", c.addr));
             Some(c)
         }

@@ -133,6 +133,14 @@ fn health_check_and_prometheus_metrics_count_the_traffic() {
         let labels = s[1].as_object().unwrap();
         assert_eq!(labels.keys().collect::<Vec<_>>(), ["shard"]);
     }
+    let info = m["families"]["broker_shard_info"]["samples"]
+        .as_array()
+        .unwrap();
+    assert_eq!(info.len(), 2);
+    assert!(
+        info.iter()
+            .all(|s| s[1]["driver"] == "io_uring" || s[1]["driver"] == "epoll")
+    );
     let (code, _) = get(http, "/metrics");
     assert_eq!(code, 200);
 }

@@ -468,6 +468,17 @@ pub struct Mqtt {
 pub struct Log {
     /// `level`: least severe level written.
     pub level: LogLevel,
+    /// `format`: text or JSON lines.
+    pub format: LogFormat,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `2026-11-26T06:21:03.512Z INFO  [main] broker::cli: message`.
+    Text,
+    /// `{"time":"…","level":"INFO","thread":"main","target":"broker::cli","msg":"…"}`.
+    Json,
 }
 
 /// `log.level`.
@@ -611,6 +622,7 @@ impl Config {
             },
             log: Log {
                 level: v.get("log.level")?,
+                format: v.get("log.format")?,
             },
             shard: Shard {
                 ring_capacity: v.get("shard.ring_capacity")?,
@@ -788,6 +800,7 @@ enum Verify {
 }
 from_enum!(Verify { "verify_none" => Verify::None, "verify_peer" => Verify::Peer });
 from_enum!(Driver { "auto" => Driver::Auto, "io_uring" => Driver::IoUring, "epoll" => Driver::Epoll });
+from_enum!(LogFormat { "text" => LogFormat::Text, "json" => LogFormat::Json });
 from_enum!(Fsync { "always" => Fsync::Always, "interval" => Fsync::Interval, "never" => Fsync::Never });
 from_enum!(shard::settings::SharedStrategy {
     "random" => shard::settings::SharedStrategy::Random,

@@ -769,6 +769,13 @@ const REST: &[Key] = &[
         default: "info",
         doc: "Least severe level written to standard error.",
     },
+    Key {
+        path: "log.format",
+        kind: Kind::Enum(&["text", "json"]),
+        default: "text",
+        doc: "One line per record: text (time, level, thread, module, message) or json (the \
+              same fields as a JSON object: time, level, thread, target, msg).",
+    },
     // --- shard (our own) ---------------------------------------------------------------------
     Key {
         path: "shard.ring_capacity",

@@ -16,7 +16,7 @@ usage: durable_online.py HOST PORT ROLE TAG [COUNT]
 import sys
 import time
 
-from common import Loop, check, run
+from common import Loop, check, mqtt, run
 
 WINDOW = 100
 
@@ -47,9 +47,16 @@ def scenario():
     mids = {}
     sent = 0
     reported = 0
-    while not p.closed and (sent < count or p.unacked):
+    lost = False
+    while not p.closed and not lost and (sent < count or p.unacked):
         while sent < count and p.unacked < WINDOW and not p.closed:
-            mids[p.publish(f"dur/{tag}/x", str(sent).encode(), 1)] = sent
+            info = p.paho.publish(f"dur/{tag}/x", str(sent).encode(), 1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                # The broker went away (it is killed mid-stream): stop publishing.
+                lost = True
+                break
+            p.published.append(info.mid)
+            mids[info.mid] = sent
             sent += 1
         loop.step(0.01)
         done = len(p.acked)
