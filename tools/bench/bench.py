@@ -5,15 +5,18 @@ installs); see tools/bench/README.md. TLS and WSS scenarios use a test CA and se
 generated into the results directory; rumqttd runs the plain TCP scenarios only."""
 
 import argparse
+import atexit
 import datetime
 import json
 import os
 import secrets
 import select
+import shutil
 import shlex
 import signal
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 from collections import namedtuple
@@ -161,8 +164,17 @@ def version_of(argv):
         return f"? ({e})"
 
 
+# Data directories of the brokers started, removed when the script ends.
+DATA_DIRS = []
+atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in DATA_DIRS])
+
+
 def ours_argv(bdir, cores, port, tls):
-    argv = [os.path.join(bdir, "broker"), "run", "--cores", str(cores)]
+    # A fresh data directory per broker: nothing recovered from an earlier scenario's log.
+    data = tempfile.mkdtemp(prefix="bench-data-")
+    DATA_DIRS.append(data)
+    argv = [os.path.join(bdir, "broker"), "run", "--cores", str(cores),
+            "--set", f"node.data_dir={data}"]
     if tls is not None and tls["transport"] == "net":
         # The network scenarios (--transports): TCP on PORT, TLS and QUIC (UDP) on their own
         # ports, both with the test certificate; WS off to 127.0.0.1:0, WSS off (no cert).
