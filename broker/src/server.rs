@@ -184,6 +184,16 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
     let slots: crate::control::Slots = (0..n)
         .map(|_| Arc::new(arc_swap::ArcSwapOption::empty()))
         .collect();
+    // The shards' log lines (connections) go through a bounded channel to a thread that
+    // writes them: a slow standard error never blocks a shard.
+    let (log_tx, log_rx) = std::sync::mpsc::sync_channel::<String>(8192);
+    thread::Builder::new()
+        .name("log".to_owned())
+        .spawn(move || {
+            for line in log_rx {
+                log::info!(target: "broker::clients", "{line}");
+            }
+        })?;
     let mesh = Mesh::<ShardMsg>::new(n, spec.ring_capacity);
     let (tx, rx) = mpsc::channel::<Started>();
     let mut threads = Vec::with_capacity(n);
@@ -213,6 +223,7 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
             ring_batch: spec.ring_batch,
             storage: storage.next(),
             metrics: Some(slots[id].clone()),
+            log: Some(log_tx.clone()),
         };
         let tx = tx.clone();
         let stop = shutdown.clone();
@@ -317,6 +328,7 @@ impl ServeSpec {
                 config.sys_topics.client_connected,
                 config.sys_topics.client_disconnected,
             ),
+            log_connections: config.log.level >= crate::config::LogLevel::Info,
             rewrite: std::sync::Arc::new(rewrite_rules(&config.rewrite)),
             auto_subscribe: config
                 .auto_subscribe

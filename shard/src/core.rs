@@ -616,9 +616,14 @@ pub struct Shard {
     reports_due: bool,
     /// A snapshot in progress: the durable sessions to write, and how far it got.
     snapshot_keys: Option<(Vec<Key>, usize)>,
+    /// Log lines for the driver (`Settings::log_connections`), bounded.
+    log_lines: VecDeque<String>,
     /// The retained topics the snapshot in progress writes after the sessions.
     snapshot_topics: Vec<MqttStr>,
 }
+
+/// Log lines a shard holds for its driver.
+const MAX_LOG_LINES: usize = 4096;
 
 /// Snapshot bytes written per step of a snapshot taken while serving.
 const SNAPSHOT_SLICE: usize = 1 << 20;
@@ -723,6 +728,7 @@ impl Shard {
             reports_due: false,
             snapshot_keys: None,
             snapshot_topics: Vec::new(),
+            log_lines: VecDeque::new(),
         }
     }
 
@@ -1172,6 +1178,18 @@ impl Shard {
             subscriptions: self.subs.entry_count() as u64,
             retained: self.retained.len() as u64,
             stats: self.stats.clone(),
+        }
+    }
+
+    /// The next log line (connections established and ended, with `log_connections`).
+    pub fn poll_log(&mut self) -> Option<String> {
+        self.log_lines.pop_front()
+    }
+
+    fn log_line(&mut self, line: String) {
+        // Bounded: lines the driver has not taken beyond this are dropped.
+        if self.log_lines.len() < MAX_LOG_LINES {
+            self.log_lines.push_back(line);
         }
     }
 
@@ -2017,6 +2035,19 @@ impl Shard {
         }
         self.send(conn, &Packet::ConnAck(ack));
         self.events.push_back(Event::Resume(conn));
+        if self.settings.log_connections {
+            let peer = self.conns.get(conn).map(|c| c.peer);
+            let line = format!(
+                "client connected: clientid={} address={} protocol={} keepalive={} clean_start={} session_present={}",
+                connect.client_id,
+                peer.map_or_else(String::new, |p| p.to_string()),
+                v.level(),
+                connect.keep_alive,
+                connect.clean_start,
+                session_present
+            );
+            self.log_line(line);
+        }
         if !self.settings.auto_subscribe.is_empty() {
             self.auto_subscribe(conn, sid);
         }
@@ -4011,8 +4042,16 @@ impl Shard {
         let c_normal = c.normal_disconnect;
         let reason = if c_normal { "normal" } else { c.close_reason };
         let username = c.username.clone();
+        let peer = c.peer;
         let Some(sid) = c.session.take() else { return };
         self.stats.connections_closed += 1;
+        if self.settings.log_connections
+            && let Some(client_id) = self.sessions.get(sid).map(|s| s.client_id.clone())
+        {
+            self.log_line(format!(
+                "client disconnected: clientid={client_id} address={peer} reason={reason}"
+            ));
+        }
         if self.settings.sys_client_events.1
             && let Some(client_id) = self.sessions.get(sid).map(|s| s.client_id.clone())
         {

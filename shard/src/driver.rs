@@ -202,6 +202,9 @@ pub struct ShardSpec {
     /// Where the shard publishes a snapshot of its counters twice a second, for the control
     /// plane (no lock: the control plane reads the last one at scrape time).
     pub metrics: Option<Arc<arc_swap::ArcSwapOption<crate::core::SysSnapshot>>>,
+    /// Where the shard's log lines go (a bounded channel to a logging thread: a full one drops
+    /// lines rather than block the shard).
+    pub log: Option<std::sync::mpsc::SyncSender<String>>,
 }
 
 /// A shard's log: where, how, and the state recovered for this shard.
@@ -410,6 +413,8 @@ struct Ctx {
     storage_wake: Notify,
     /// The storage loop runs.
     storage_busy: Cell<bool>,
+    /// See [`ShardSpec::log`].
+    log: Option<std::sync::mpsc::SyncSender<String>>,
 }
 
 impl Ctx {
@@ -466,6 +471,11 @@ impl Ctx {
         if shard.storage_wanted() {
             self.storage_wake.notify();
         }
+        while let Some(line) = shard.poll_log() {
+            if let Some(tx) = &self.log {
+                let _ = tx.try_send(line);
+            }
+        }
     }
 
     /// Called by each of a connection's two tasks when it ends; the second reports the close.
@@ -502,6 +512,7 @@ async fn serve(
         ring_batch: spec.ring_batch.max(1),
         storage_wake: Notify::default(),
         storage_busy: Cell::new(false),
+        log: spec.log.clone(),
     });
     let unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -85,6 +85,8 @@ pub struct Settings {
     /// Publish `$SYS/brokers/{node}/clients/{clientid}/connected` and `.../disconnected`
     /// (`sys_topics.sys_event_messages.client_connected` / `client_disconnected`).
     pub sys_client_events: (bool, bool),
+    /// Log one line per connection established and ended ([`crate::Shard::poll_log`]).
+    pub log_connections: bool,
     /// Take the username from the client's TLS certificate (`mqtt.peer_cert_as_username`).
     pub peer_cert_as_username: Option<crate::tls::CertField>,
     /// Take the client id from the client's TLS certificate (`mqtt.peer_cert_as_clientid`).
@@ -137,6 +139,7 @@ impl Default for Settings {
             sys_msg_interval: Duration::from_secs(60),
             sys_heartbeat_interval: Duration::from_secs(30),
             sys_client_events: (true, true),
+            log_connections: false,
             peer_cert_as_username: None,
             peer_cert_as_clientid: None,
             enhanced_auth: None,

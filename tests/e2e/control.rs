@@ -83,6 +83,7 @@ fn health_check_and_prometheus_metrics_count_the_traffic() {
     sub.wait_line(Duration::from_secs(10), "SUBACK", |l| {
         l.contains("received SUBACK")
     });
+    let pub_id = unique("mpub");
     let mut publ = mosquitto("mosquitto_pub");
     publ.args([
         "-h",
@@ -94,7 +95,8 @@ fn health_check_and_prometheus_metrics_count_the_traffic() {
         "-t",
         &topic,
         "-l",
-    ]);
+    ])
+    .args(["-i", &pub_id, "-V", "mqttv5"]);
     let mut p = Proc::spawn("mosquitto_pub", publ).unwrap();
     for i in 0..20 {
         p.send_line(&format!("m{i}"));
@@ -143,4 +145,19 @@ fn health_check_and_prometheus_metrics_count_the_traffic() {
     );
     let (code, _) = get(http, "/metrics");
     assert_eq!(code, 200);
+
+    // One log line per connection established and ended, at info.
+    let log = broker.log_text();
+    let connected = format!("client connected: clientid={pub_id} address=127.0.0.1:");
+    let line = log.lines().find(|l| l.contains(&connected));
+    assert!(
+        line.is_some_and(|l| l.contains(" INFO ") && l.contains("protocol=5")),
+        "{log}"
+    );
+    let disconnected = format!("client disconnected: clientid={pub_id} address=127.0.0.1:");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&disconnected) && l.ends_with("reason=normal")),
+        "{log}"
+    );
 }
