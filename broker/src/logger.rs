@@ -67,9 +67,9 @@ fn format_line(now: SystemTime, record: &Record<'_>, json: bool) -> String {
             "{{\"time\":\"{}\",\"level\":\"{}\",\"thread\":{},\"target\":{},\"msg\":{}}}\n",
             timestamp(now),
             record.level(),
-            json_string(&thread),
-            json_string(record.target()),
-            json_string(&record.args().to_string())
+            shard::core::json_str(&thread),
+            shard::core::json_str(record.target()),
+            shard::core::json_str(&record.args().to_string())
         );
     }
     format!(
@@ -79,25 +79,6 @@ fn format_line(now: SystemTime, record: &Record<'_>, json: bool) -> String {
         record.target(),
         record.args()
     )
-}
-
-/// `s` as a JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// RFC 3339 in UTC with milliseconds: `2025-11-26T06:21:03.512Z`.

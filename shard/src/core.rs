@@ -941,28 +941,9 @@ impl Shard {
     /// Writes a snapshot of every durable session (at start, after [`Shard::restore`]): once
     /// it is on disk, the segments it replaces are deleted.
     pub fn snapshot_all(&mut self, now: Instant) {
-        let unix_ms = self.wall_ms(now);
-        let Some(p) = self.persist.as_mut() else {
-            return;
-        };
-        if self.snapshot_keys.is_some() {
-            return;
+        if self.snapshot_keys.is_none() && self.begin_snapshot() {
+            self.snapshot_step(now, usize::MAX);
         }
-        p.snapshot_begin();
-        for (_, s) in self.sessions.iter() {
-            if s.durable.is_some() {
-                p.snapshot_session(s, now, unix_ms);
-            }
-        }
-        for (topic, r) in self.retained.iter() {
-            if !self.retained_own.iter().any(|t| &**t == topic) {
-                p.retain(topic, Some((&r.msg, r.expires_at)), now, unix_ms, true);
-            }
-        }
-        for ((at, id), (_, publish)) in &self.delayed {
-            p.delayed(*id, Some((publish, *at)), now, unix_ms, true);
-        }
-        p.snapshot_finish();
     }
 
     /// The next file operation of the log, if any (see [`storage::log::Log::poll_job`]).
@@ -976,28 +957,44 @@ impl Shard {
     /// snapshot of every durable session is written, a bounded slice per call (whatever the
     /// sessions hold then; what changes meanwhile is in the log after the snapshot's start).
     fn advance_snapshot(&mut self, now: Instant) {
-        let Some(p) = self.persist.as_mut() else {
-            return;
-        };
         if self.snapshot_keys.is_none() {
-            if !p.log_ref().wants_snapshot() {
+            let wanted = self
+                .persist
+                .as_ref()
+                .is_some_and(|p| p.log_ref().wants_snapshot());
+            if !wanted || !self.begin_snapshot() {
                 return;
             }
-            p.snapshot_begin();
-            let keys: Vec<Key> = self
-                .sessions
-                .iter()
-                .filter(|(_, s)| s.durable.is_some())
-                .map(|(k, _)| k)
-                .collect();
-            self.snapshot_topics = self
-                .retained
-                .iter()
-                .map(|(t, _)| MqttStr::from(t.to_owned()))
-                .filter(|t| !self.retained_own.contains(t))
-                .collect();
-            self.snapshot_keys = Some((keys, 0));
         }
+        self.snapshot_step(now, SNAPSHOT_SLICE);
+    }
+
+    /// Starts a snapshot of the durable sessions, retained messages and delayed publishes as
+    /// they are when [`Shard::snapshot_step`] reaches them. False without a log.
+    fn begin_snapshot(&mut self) -> bool {
+        let Some(p) = self.persist.as_mut() else {
+            return false;
+        };
+        p.snapshot_begin();
+        let keys: Vec<Key> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.durable.is_some())
+            .map(|(k, _)| k)
+            .collect();
+        self.snapshot_topics = self
+            .retained
+            .iter()
+            .map(|(t, _)| MqttStr::from(t.to_owned()))
+            .filter(|t| !self.retained_own.contains(t))
+            .collect();
+        self.snapshot_keys = Some((keys, 0));
+        true
+    }
+
+    /// Writes the snapshot in progress while fewer than `slice` of its bytes wait to be
+    /// written; finishes it once everything is in.
+    fn snapshot_step(&mut self, now: Instant, slice: usize) {
         let unix_ms = self.wall_ms(now);
         let Some(p) = self.persist.as_mut() else {
             return;
@@ -1005,7 +1002,7 @@ impl Shard {
         let Some((keys, pos)) = self.snapshot_keys.as_mut() else {
             return;
         };
-        while *pos < keys.len() && p.snapshot_backlog() < SNAPSHOT_SLICE {
+        while *pos < keys.len() && p.snapshot_backlog() < slice {
             if let Some(s) = self.sessions.get(keys[*pos])
                 && s.durable.is_some()
             {
@@ -1014,7 +1011,7 @@ impl Shard {
             *pos += 1;
         }
         // Then the retained messages (as they are when reached; changes since are in the log).
-        while *pos == keys.len() && p.snapshot_backlog() < SNAPSHOT_SLICE {
+        while *pos == keys.len() && p.snapshot_backlog() < slice {
             let Some(topic) = self.snapshot_topics.pop() else {
                 break;
             };
@@ -1225,9 +1222,7 @@ impl Shard {
     }
 
     fn wall_ms(&self, now: Instant) -> u64 {
-        self.clock.map_or(0, |(base, ms)| {
-            ms + u64::try_from(now.saturating_duration_since(base).as_millis()).unwrap_or(0)
-        })
+        wall_ms(self.clock, now)
     }
 
     /// Publishes `$SYS/brokers/{node}/{path}` as the broker.
@@ -2838,10 +2833,7 @@ impl Shard {
             && s.durable.is_some()
             && let Some(p) = self.persist.as_mut()
         {
-            let unix_ms = self.clock.map_or(0, |(base, ms)| {
-                ms + u64::try_from(now.saturating_duration_since(base).as_millis()).unwrap_or(0)
-            });
-            p.enqueue(s, &mut q, now, unix_ms);
+            p.enqueue(s, &mut q, now, wall_ms(self.clock, now));
         }
         let online = s.conn.filter(|c| {
             self.conns
@@ -3591,13 +3583,11 @@ impl Shard {
             self.retained_own.retain(|t| *t != msg.topic);
         }
         if msg.payload.is_empty() {
+            let unix_ms = self.wall_ms(now);
             if self.retained.remove(&msg.topic).is_some()
                 && !broker_own
                 && let Some(p) = self.persist.as_mut()
             {
-                let unix_ms = self.clock.map_or(0, |(base, ms)| {
-                    ms + u64::try_from(now.saturating_duration_since(base).as_millis()).unwrap_or(0)
-                });
                 p.retain(&msg.topic, None, now, unix_ms, false);
             }
             return;
@@ -4550,8 +4540,16 @@ fn hash_u64(v: u64) -> u64 {
 /// The origin of messages the broker publishes itself (`$SYS`): no session has this key.
 const SYS_SESSION: Key = Key::SYS;
 
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
+/// The Unix time (ms) at `now`, given the instant and Unix time of [`Shard::set_clock`] (0
+/// without one).
+fn wall_ms(clock: Option<(Instant, u64)>, now: Instant) -> u64 {
+    clock.map_or(0, |(base, ms)| {
+        ms + u64::try_from(now.saturating_duration_since(base).as_millis()).unwrap_or(0)
+    })
+}
+
+/// `s` as a JSON string literal (control characters as `\u00XX`).
+pub fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
