@@ -32,6 +32,10 @@ fi
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check 'prometheus-client==0.21.1'
 fi
+# schemathesis: checks the REST API against its OpenAPI document (/api-docs).
+if ! command -v schemathesis >/dev/null 2>&1 || [ "$(schemathesis --version 2>/dev/null)" != "schemathesis, version 4.32.5" ]; then
+  python3 -m pip install -q --disable-pip-version-check 'schemathesis==4.32.5'
+fi
 
 if ! command -v node >/dev/null 2>&1; then
   echo "tools/setup.sh: node (>= 18) is required by the interoperability tests" >&2

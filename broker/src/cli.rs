@@ -1,4 +1,5 @@
-//! The command line: `broker run`, `broker config keys`, `broker config check`.
+//! The command line: `broker run`, `broker config keys`, `broker config check`, `broker data`,
+//! `broker admin passwd`.
 //!
 //! Errors in the configuration print one line, `error: <message>`, on standard error and exit
 //! with status 2, like clap's own usage errors.
@@ -35,6 +36,34 @@ pub enum Command {
     /// Verify or compact a data directory (`node.data_dir`).
     #[command(subcommand)]
     Data(DataCommand),
+    /// Manage the REST API's dashboard users offline.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// `broker admin`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Set a dashboard user's password, creating the user if missing. Works whether or not the
+    /// broker runs: a running broker uses the new password from its next login, and ends the
+    /// user's sessions.
+    Passwd(PasswdArgs),
+}
+
+/// `broker admin passwd`.
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    /// The dashboard user [default: dashboard.default_username, "admin" unless configured]
+    pub username: Option<String>,
+    /// The new password, for scripts [default: read from standard input, one line]
+    #[arg(long, value_name = "PASSWORD")]
+    pub password: Option<String>,
+    /// The data directory (node.data_dir) [default: from the configuration, ./data]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "sets"])]
+    pub data_dir: Option<PathBuf>,
+    /// Where node.data_dir and dashboard.default_username come from.
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// `broker data`.
@@ -212,6 +241,110 @@ pub fn data(command: DataCommand) -> ExitCode {
     }
 }
 
+/// Runs `broker admin ...`.
+pub fn admin(command: AdminCommand) -> ExitCode {
+    let AdminCommand::Passwd(args) = command;
+    let (data_dir, default_username) = match &args.data_dir {
+        Some(dir) => (dir.clone(), "admin".to_owned()),
+        None => match load(&args.config) {
+            Ok(resolved) => {
+                let c = resolved.config();
+                let username = c.dashboard.default_username.clone();
+                (c.node.data_dir.clone(), username)
+            }
+            Err(e) => return fail(&e),
+        },
+    };
+    let username = args.username.unwrap_or(default_username);
+    if let Err(e) = crate::access::check_username(&username) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let password = match args.password {
+        Some(p) => p,
+        None => match read_password(&username) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: cannot read the password: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+    };
+    if let Err(e) = crate::access::check_password(&password) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    match crate::access::set_password(&data_dir, &username, &password) {
+        Ok(created) => {
+            println!(
+                "{} dashboard user {username} in {}; a running broker uses the new password \
+                 from its next login",
+                if created {
+                    "created"
+                } else {
+                    "changed the password of"
+                },
+                data_dir.join("dashboard").join("users.json").display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The new password from standard input: one line; on a terminal, asked twice without echo.
+fn read_password(username: &str) -> std::io::Result<String> {
+    use std::io::IsTerminal as _;
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin.read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let first = read_hidden(&format!("New password for dashboard user {username}: "))?;
+    let again = read_hidden("Again: ")?;
+    if first != again {
+        return Err(std::io::Error::other("the two passwords differ"));
+    }
+    Ok(first)
+}
+
+/// One line from the terminal on standard input, with echo off while it is typed.
+fn read_hidden(prompt: &str) -> std::io::Result<String> {
+    use std::io::Write as _;
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    let fd = libc::STDIN_FILENO;
+    let mut saved = std::mem::MaybeUninit::<libc::termios>::uninit();
+    // SAFETY: tcgetattr writes a termios into the buffer it is given, which is large enough;
+    // it is read only if the call succeeded.
+    let saved = (unsafe { libc::tcgetattr(fd, saved.as_mut_ptr()) } == 0)
+        // SAFETY: tcgetattr returned 0, so it initialized the termios.
+        .then(|| unsafe { saved.assume_init() });
+    if let Some(saved) = &saved {
+        let mut quiet = *saved;
+        quiet.c_lflag &= !libc::ECHO;
+        // SAFETY: a valid termios for the descriptor tcgetattr just described.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().read_line(&mut line);
+    if let Some(saved) = &saved {
+        // SAFETY: restores the termios tcgetattr returned.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, saved) };
+    }
+    eprintln!();
+    read?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
 /// The text `broker data check` prints.
 pub fn describe_check(dir: &std::path::Path, check: &storage::dir::Check) -> String {
     use std::fmt::Write;
@@ -320,5 +453,37 @@ mod tests {
         };
         assert_eq!(args.cores, cpus::default_count());
         assert!(args.config.config.is_none() && args.config.sets.is_empty());
+    }
+
+    #[test]
+    fn admin_passwd_arguments() {
+        let cli = Cli::try_parse_from([
+            "broker",
+            "admin",
+            "passwd",
+            "--data-dir",
+            "/tmp/d",
+            "--password",
+            "p4ssw0rd!",
+            "ops",
+        ])
+        .unwrap();
+        let Command::Admin(AdminCommand::Passwd(args)) = cli.command else {
+            panic!("not admin passwd")
+        };
+        assert_eq!(args.username.as_deref(), Some("ops"));
+        assert_eq!(args.data_dir, Some(PathBuf::from("/tmp/d")));
+        assert_eq!(args.password.as_deref(), Some("p4ssw0rd!"));
+        let both = ["broker", "admin", "passwd", "--data-dir", "d", "-c", "x"];
+        assert!(Cli::try_parse_from(both).is_err());
+        let Command::Admin(AdminCommand::Passwd(args)) =
+            Cli::try_parse_from(["broker", "admin", "passwd", "-c", "b.toml"])
+                .unwrap()
+                .command
+        else {
+            panic!("not admin passwd")
+        };
+        assert!(args.username.is_none() && args.data_dir.is_none());
+        assert_eq!(args.config.config, Some(PathBuf::from("b.toml")));
     }
 }

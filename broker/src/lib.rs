@@ -8,9 +8,11 @@
 //! - [`cpus`]: how many CPUs the process may use.
 //! - [`server`]: binds the listeners and runs the shards.
 //! - [`control`]: the control plane's HTTP server (health check, Prometheus metrics).
+//! - [`access`]: access control of the REST API (dashboard users, bearer tokens, API keys).
 //! - [`tls`]: the rustls server configuration of a TLS listener; [`ocsp`]: fetching OCSP
 //!   responses to staple.
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod control;

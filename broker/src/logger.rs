@@ -28,6 +28,11 @@ pub fn set_json(on: bool) {
     JSON.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether lines are written as JSON.
+pub fn is_json() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Changes the level of the installed logger.
 pub fn set_level(level: LevelFilter) {
     log::set_max_level(level);

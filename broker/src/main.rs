@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         },
         Command::Config(command) => cli::config(command),
         Command::Data(command) => cli::data(command),
+        Command::Admin(command) => cli::admin(command),
     }
 }
 

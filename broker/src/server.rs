@@ -41,6 +41,13 @@ pub struct ServeSpec {
     pub storage: (std::path::PathBuf, storage::log::LogOptions),
     /// The control plane's HTTP listener, if enabled, and the node's name.
     pub http: Option<SocketAddr>,
+    /// The control plane's HTTPS listener, if enabled: where, and its TLS configuration.
+    pub https: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    /// Access control of the REST API (`dashboard.default_username`,
+    /// `dashboard.token_expired_time`).
+    pub access: crate::access::AccessOptions,
+    /// `dashboard.metrics_auth`.
+    pub metrics_auth: bool,
     /// `node.name`.
     pub node: String,
 }
@@ -181,6 +188,33 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
         })?),
         None => None,
     };
+    let https = match &spec.https {
+        Some((bind, tls)) => Some((
+            std::net::TcpListener::bind(bind).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("dashboard.listeners.https.bind {bind}: {e}"),
+                )
+            })?,
+            tls.clone(),
+        )),
+        None => None,
+    };
+    // The REST API's users and keys, opened before any shard starts so a damaged store stops
+    // the broker cleanly.
+    let access = if http.is_some() || https.is_some() {
+        let username = spec.access.default_username.clone();
+        let opened = crate::access::Access::open(&spec.storage.0, spec.access.clone())?;
+        if let Some(path) = &opened.generated {
+            log::info!(
+                "created dashboard user {username}; its password is in {}",
+                path.display()
+            );
+        }
+        Some(opened.access)
+    } else {
+        None
+    };
     let slots: crate::control::Slots = (0..n)
         .map(|_| Arc::new(arc_swap::ArcSwapOption::empty()))
         .collect();
@@ -194,11 +228,12 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
                 log::info!(target: "broker::clients", "{line}");
             }
         })?;
-    let mesh = Mesh::<ShardMsg>::new(n, spec.ring_capacity);
+    // The shards are endpoints 0..n; the control plane is endpoint n.
+    let mut endpoints = Mesh::<ShardMsg>::new(n + 1, spec.ring_capacity).into_endpoints();
+    let control_endpoint = endpoints.pop().ok_or_else(|| io::Error::other("empty mesh"))?;
     let (tx, rx) = mpsc::channel::<Started>();
     let mut threads = Vec::with_capacity(n);
-    for (id, ((endpoint, listeners), quic_socket)) in mesh
-        .into_endpoints()
+    for (id, ((endpoint, listeners), quic_socket)) in endpoints
         .into_iter()
         .zip(per_shard)
         .zip(quic_sockets)
@@ -260,13 +295,35 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
     if let Some(addr) = quic_addr {
         addrs.push(("quic", "listeners.quic.default", addr));
     }
-    let control = match http {
-        Some(l) => {
-            let c = crate::control::start(l, spec.node.clone(), slots, drivers.clone())?;
-            addrs.push(("http", "dashboard.listeners.http", c.addr));
+    let control = match (http, https, access) {
+        (None, None, _) | (_, _, None) => None,
+        (http, https, Some(access)) => {
+            let listeners = addrs
+                .iter()
+                .map(|&(name, key, addr)| crate::control::ListenerInfo { name, key, addr })
+                .collect();
+            let c = crate::control::start(
+                http,
+                crate::control::PlaneSpec {
+                    node: spec.node.clone(),
+                    slots,
+                    drivers: drivers.clone(),
+                    mesh: control_endpoint,
+                    data_dir: spec.storage.0.clone(),
+                    listeners,
+                    access,
+                    metrics_auth: spec.metrics_auth,
+                    https,
+                },
+            )?;
+            if let Some(addr) = c.addr {
+                addrs.push(("http", "dashboard.listeners.http", addr));
+            }
+            if let Some(addr) = c.https_addr {
+                addrs.push(("https", "dashboard.listeners.https", addr));
+            }
             Some(c)
         }
-        None => None,
     };
     let tcp = addrs.iter().find(|a| a.0 == "tcp").map(|a| a.2);
     Ok(Running {
@@ -406,6 +463,7 @@ impl ServeSpec {
                 handshake_timeout: o.handshake_timeout,
             });
         }
+        let https = dashboard_https(config, &mut tls)?;
         let q = &config.listeners.quic;
         let quic = if q.enable {
             let (server, options) = quic_config(config)?;
@@ -431,6 +489,12 @@ impl ServeSpec {
                 .dashboard
                 .http_enable
                 .then_some(config.dashboard.http_bind),
+            https,
+            access: crate::access::AccessOptions {
+                default_username: config.dashboard.default_username.clone(),
+                token_ttl: config.dashboard.token_expired_time,
+            },
+            metrics_auth: config.dashboard.metrics_auth,
             node: config.node.name.clone(),
             storage: (
                 config.node.data_dir.clone(),
@@ -664,6 +728,43 @@ fn bind_udp_reuseport(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::Ud
         all.push(bind(actual)?);
     }
     Ok(all)
+}
+
+/// The control plane's HTTPS listener, if `dashboard.listeners.https.enable`: its address and
+/// TLS configuration (kept in `tls` for reloads, like the MQTT listeners'). Enabled without a
+/// certificate and key is an error naming the missing key.
+fn dashboard_https(
+    config: &crate::config::Config,
+    tls: &mut Vec<crate::tls::TlsListener>,
+) -> Result<Option<(SocketAddr, Arc<rustls::ServerConfig>)>, String> {
+    let d = &config.dashboard;
+    if !d.https_enable {
+        return Ok(None);
+    }
+    let key = "dashboard.listeners.https";
+    let files = [
+        ("certfile", &d.https_certfile),
+        ("keyfile", &d.https_keyfile),
+    ];
+    for (name, path) in files {
+        if path.as_os_str().is_empty() {
+            return Err(format!(
+                "{key}.ssl_options.{name}: required when {key}.enable is true"
+            ));
+        }
+    }
+    // The MQTT listeners' TLS defaults (TLS 1.3 and 1.2, every cipher suite, no client
+    // certificates), with this certificate and key.
+    let defaults = crate::config::Config::default().listeners.ssl.default;
+    let options = crate::config::SslOptions {
+        certfile: d.https_certfile.clone(),
+        keyfile: d.https_keyfile.clone(),
+        ..defaults.ssl_options
+    };
+    let config = tls_config(tls, key, &options, &config.crl_cache)?;
+    let mut with_alpn = (*config).clone();
+    with_alpn.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some((d.https_bind, Arc::new(with_alpn))))
 }
 
 /// Builds the TLS configuration of the listener under `key`, keeping it for reloads.

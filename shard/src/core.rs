@@ -30,6 +30,8 @@ use net::mqtt::{
     UnsubAck, Unsubscribe, topic,
 };
 
+mod admin;
+
 use crate::auth::{AuthClient, AuthExchange, AuthStep};
 use crate::message::{Message, Origin, detach};
 use crate::out::OutQueue;
@@ -38,7 +40,7 @@ use crate::retained::{Completion, RetainedIndex};
 use crate::session::{Inflight, Queued, Session, SessionState, Stage, SubEntry, SubIds, Will};
 use crate::settings::{Settings, SharedStrategy};
 use crate::slab::{Key, Slab};
-use crate::stats::Stats;
+use crate::stats::{DriverStats, Latency, Stats};
 use crate::trie::TopicTrie;
 
 /// How often expired retained messages are swept out (they are never delivered once expired;
@@ -84,6 +86,8 @@ pub enum ShardMsg {
     /// shard owns (the client's address changed and the kernel chose another socket): for the
     /// driver, not the session core.
     QuicDatagram(Box<(std::net::SocketAddr, BytesMut)>),
+    /// A request from the control plane (the REST API), answered through its callback.
+    Admin(Box<crate::admin::AdminRequest>),
 }
 
 /// EMQX's exclusive subscriptions (`$exclusive/{filter}`): one subscriber at a time over the
@@ -135,7 +139,7 @@ struct PendingSub {
     announced: bool,
 }
 
-/// What one shard contributes to the `$SYS` statistics.
+/// What one shard contributes to the `$SYS` statistics and to the control plane's metrics.
 #[derive(Debug, Clone, Default)]
 pub struct SysSnapshot {
     /// Open connections.
@@ -146,8 +150,19 @@ pub struct SysSnapshot {
     pub subscriptions: u64,
     /// Retained messages stored.
     pub retained: u64,
+    /// Shared subscription group memberships of this shard's sessions (online ones: a session
+    /// leaves its groups when its connection ends).
+    pub shared_subscriptions: u64,
+    /// Distinct topic filters this shard holds a route for (non-shared subscriptions of its
+    /// sessions): its part of the route table.
+    pub topics: u64,
     /// Counters.
     pub stats: Stats,
+    /// Publish-to-deliver latency since start ([`Shard::sys_snapshot`] only; `None` in the
+    /// `$SYS` snapshots shards send each other).
+    pub delivery_latency: Option<Box<Latency>>,
+    /// The driver's own measurements (filled in by the driver).
+    pub driver: DriverStats,
 }
 
 /// A session joins or leaves a shared subscription group (`$share/{group}/{filter}` or EMQX's
@@ -478,6 +493,10 @@ struct Conn {
     /// Which lane each stretch of `out` is for, on a connection with several
     /// ([`Shard::enable_lanes`], QUIC multi-stream); `None` when everything goes on lane 0.
     lanes: Option<Box<LaneMarks>>,
+    /// The listener it came in on (`tcp`, `ssl`, `ws`, `wss`, `quic`), for the REST API.
+    listener: &'static str,
+    /// Clean Start of its CONNECT.
+    clean_start: bool,
 }
 
 /// The lanes of a connection's queued output: consecutive (lane, bytes) stretches, oldest
@@ -559,6 +578,10 @@ pub struct Shard {
     scratch: Vec<(Key, SubEntry)>,
     client_seq: u64,
     stats: Stats,
+    /// Publish-to-deliver latency of this shard's deliveries.
+    delivery_latency: Latency,
+    /// Shared subscription group memberships of this shard's sessions.
+    shared_local: u64,
     pending_takeover: HashMap<u64, (ShardId, u64, bool)>,
     route_mask: Vec<u64>,
     /// Local subscriptions plus ghost subscriptions per filter: the route is announced while
@@ -729,6 +752,8 @@ impl Shard {
             snapshot_keys: None,
             snapshot_topics: Vec::new(),
             log_lines: VecDeque::new(),
+            delivery_latency: Latency::new(),
+            shared_local: 0,
         }
     }
 
@@ -1167,14 +1192,19 @@ impl Shard {
         self.conns.get(conn).map(|c| c.peer)
     }
 
-    /// The shard's gauges and counters now (for the control plane's metrics).
+    /// The shard's gauges and counters now (for the control plane's metrics), with a copy of
+    /// its latency histogram (about 20 KiB); the driver fills in [`SysSnapshot::driver`].
     pub fn sys_snapshot(&self) -> SysSnapshot {
         SysSnapshot {
             connections: self.conns.len() as u64,
             sessions: self.sessions.len() as u64,
             subscriptions: self.subs.entry_count() as u64,
             retained: self.retained.len() as u64,
+            shared_subscriptions: self.shared_local,
+            topics: self.route_refs.len() as u64,
             stats: self.stats.clone(),
+            delivery_latency: Some(Box::new(self.delivery_latency.clone())),
+            driver: DriverStats::default(),
         }
     }
 
@@ -1313,10 +1343,19 @@ impl Shard {
             peer_cert: None,
             lane: 0,
             lanes: None,
+            listener: "tcp",
+            clean_start: false,
         });
         self.stats.connections_accepted += 1;
         self.arm(now + self.settings.idle_timeout, Timer::ConnectTimeout(key));
         key
+    }
+
+    /// The listener `conn` came in on (`tcp` unless told otherwise).
+    pub fn set_listener(&mut self, conn: Key, listener: &'static str) {
+        if let Some(c) = self.conns.get_mut(conn) {
+            c.listener = listener;
+        }
     }
 
     /// A QUIC datagram was handed to the shard that owns its connection.
@@ -1399,6 +1438,7 @@ impl Shard {
                     budget -= 1;
                     c.last_rx = now;
                     self.stats.packets_received += 1;
+                    self.stats.packets_received_by_type[packet.packet_type() as usize] += 1;
                     self.stats.bytes_received += (before - buf.len()) as u64;
                     c.lane = lane;
                     self.handle_packet(now, conn, packet);
@@ -1675,6 +1715,7 @@ impl Shard {
                 return;
             }
         }
+        self.stats.client_authenticate += 1;
         if let Some(method) = connect.properties.authentication_method.clone() {
             // Enhanced authentication (4.12): the configured hook runs the exchange.
             let client = AuthClient {
@@ -1916,6 +1957,9 @@ impl Shard {
             .min(self.settings.max_inflight)
             .max(1);
         session.conn = Some(conn);
+        session.connected_at = wall_ms(self.clock, now);
+        session.disconnected_at = None;
+        c.clean_start = connect.clean_start;
         // A new connection replaces the will, and cancels a delayed one (3.1.2.5).
         session.will_at = None;
         let will_topic = connect.will.as_ref().and_then(|w| {
@@ -2124,6 +2168,7 @@ impl Shard {
 
     fn on_publish(&mut self, now: Instant, conn: Key, sid: Key, mut p: Publish) {
         self.stats.messages_received += 1;
+        self.stats.messages_received_by_qos[p.qos as usize] += 1;
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
@@ -2493,8 +2538,17 @@ impl Shard {
                     .iter_mut()
                     .find(|x| x.client_id == member.client_id && x.token == member.token)
                 {
-                    Some(x) => *x = member,
-                    None => g.members.push(member),
+                    Some(x) => {
+                        // Same member; its shard may have changed (a moved session).
+                        let (was, is) = (x.shard == self.id, member.shard == self.id);
+                        self.shared_local =
+                            (self.shared_local + u64::from(is)).saturating_sub(u64::from(was));
+                        *x = member;
+                    }
+                    None => {
+                        self.shared_local += u64::from(member.shard == self.id);
+                        g.members.push(member);
+                    }
                 }
                 self.group_index.insert(&filter, key, ());
             }
@@ -2509,9 +2563,14 @@ impl Shard {
                 let Some(g) = self.groups.get_mut(&key) else {
                     return;
                 };
+                let before = g.members.len();
                 g.members.retain(|m| {
                     !(m.shard == shard && m.client_id == client_id && m.token == token)
                 });
+                if shard == self.id {
+                    let left = (before - g.members.len()) as u64;
+                    self.shared_local = self.shared_local.saturating_sub(left);
+                }
                 g.sticky = None;
                 if g.members.is_empty() {
                     self.groups.remove(&key);
@@ -2935,7 +2994,16 @@ impl Shard {
                         lanes.record(q.lane, head + enc.payload().len());
                     }
                     self.stats.messages_sent += 1;
+                    self.stats.messages_sent_by_qos[q.qos as usize] += 1;
                     self.stats.packets_sent += 1;
+                    self.stats.packets_sent_by_type[net::mqtt::PacketType::Publish as usize] += 1;
+                    if !dup {
+                        self.stats.messages_delivered += 1;
+                        if let Some(at) = q.msg.received_at {
+                            self.delivery_latency
+                                .record(now.saturating_duration_since(at));
+                        }
+                    }
                     self.want_write(conn);
                 }
                 true
@@ -3856,6 +3924,8 @@ impl Shard {
                 }
             }
             // The driver takes these before they reach the core; `handle_message` takes these.
+            ShardMsg::Admin(req) => self.on_admin(now, *req),
+            // The driver takes these before they reach the core; `handle_message` takes these.
             ShardMsg::QuicDatagram(_) | ShardMsg::Durable(_) => {}
         }
     }
@@ -4062,6 +4132,7 @@ impl Shard {
             return;
         }
         s.conn = None;
+        s.disconnected_at = Some(wall_ms(self.clock, now));
         self.leave_shared(now, sid);
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
@@ -4252,6 +4323,7 @@ impl Shard {
                 lanes.record(lane, n);
             }
             self.stats.packets_sent += 1;
+            self.stats.packets_sent_by_type[packet.packet_type() as usize] += 1;
             self.want_write(conn);
         }
     }
@@ -4298,6 +4370,7 @@ impl Shard {
                     subscriptions: self.subs.entry_count() as u64,
                     retained: self.retained.len() as u64,
                     stats: self.stats.clone(),
+                    ..SysSnapshot::default()
                 };
                 if self.id == 0 {
                     if let Some(slot) = self.sys.get_mut(0) {

@@ -38,7 +38,7 @@ use crate::quic::QuicEndpoint;
 use crate::ring::MeshEndpoint;
 use crate::settings::Settings;
 use crate::slab::Key;
-use crate::stats::Stats;
+use crate::stats::{DriverStats, Latency, ListenerStats, Stats};
 use crate::tls::{Decrypted, TlsConn};
 use crate::udp;
 use crate::ws::{WsConn, WsOptions, WsStatus};
@@ -415,6 +415,8 @@ struct Ctx {
     storage_busy: Cell<bool>,
     /// See [`ShardSpec::log`].
     log: Option<std::sync::mpsc::SyncSender<String>>,
+    /// The driver's own measurements, for the metrics snapshot.
+    meters: Meters,
 }
 
 impl Ctx {
@@ -468,6 +470,7 @@ impl Ctx {
         if refused {
             self.blocked.notify();
         }
+        self.meters.ring_refused(refused);
         if shard.storage_wanted() {
             self.storage_wake.notify();
         }
@@ -513,6 +516,7 @@ async fn serve(
         storage_wake: Notify::default(),
         storage_busy: Cell::new(false),
         log: spec.log.clone(),
+        meters: Meters::default(),
     });
     let unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -554,8 +558,10 @@ async fn serve(
         l.socket.set_nonblocking(true)?;
         let listener = TcpListener::from_std(l.socket)?;
         ctx.per_listener.borrow_mut().push(0);
+        ctx.meters.add_listener(l.name);
         let accept = Accept {
             index,
+            name: l.name,
             transport: l.transport,
             max: l.max_connections,
             handshake_timeout: l.handshake_timeout,
@@ -598,7 +604,8 @@ async fn metrics_loop(
     stop: Rc<Cell<bool>>,
 ) {
     while !stop.get() {
-        let snap = ctx.shard.borrow().sys_snapshot();
+        let mut snap = ctx.shard.borrow().sys_snapshot();
+        snap.driver = ctx.driver_stats();
         slot.store(Some(Arc::new(snap)));
         monoio::time::sleep(METRICS_EVERY).await;
     }
@@ -606,6 +613,110 @@ async fn metrics_loop(
 
 /// How often a shard publishes its counters.
 const METRICS_EVERY: Duration = Duration::from_millis(500);
+
+/// An event loop late by more than this has stalled: a task held the thread that long without
+/// yielding (`broker_event_loop_stalls_total`).
+const STALL: Duration = Duration::from_millis(100);
+
+/// Stalls are logged at most this often.
+const STALL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What the driver itself measures, for the metrics snapshot. Plain cells: only the shard's
+/// thread touches them.
+#[derive(Debug, Default)]
+struct Meters {
+    /// See [`DriverStats::ring_stalls`].
+    ring_stalls: Cell<u64>,
+    /// The last pump left messages that a full ring refused.
+    ring_stalled: Cell<bool>,
+    /// See [`DriverStats::loop_stalls`].
+    loop_stalls: Cell<u64>,
+    /// How late the timer task woke.
+    loop_lag: RefCell<Latency>,
+    /// When a stall was last logged.
+    stall_logged: Cell<Option<Instant>>,
+    /// Per TCP listener (by index): its id (`tcp:default`) and the connections it accepted.
+    listeners: RefCell<Vec<(Arc<str>, u64)>>,
+}
+
+impl Meters {
+    fn add_listener(&self, name: &str) {
+        let id: Arc<str> = format!("{name}:default").into();
+        self.listeners.borrow_mut().push((id, 0));
+    }
+
+    fn accepted(&self, listener: usize) {
+        if let Some((_, n)) = self.listeners.borrow_mut().get_mut(listener) {
+            *n += 1;
+        }
+    }
+
+    /// After a pump: `refused` if a full ring refused a message. Counts the stalls, not every
+    /// refused retry while one lasts.
+    fn ring_refused(&self, refused: bool) {
+        if refused && !self.ring_stalled.get() {
+            self.ring_stalls.set(self.ring_stalls.get() + 1);
+        }
+        self.ring_stalled.set(refused);
+    }
+
+    /// The timer task woke at `now`, `late` after its deadline. It sleeps at most 100 ms at a
+    /// time, so a thread held for more than [`STALL`] + 100 ms is always seen, a shorter hold
+    /// may be. A stall is counted, and logged at most every [`STALL_LOG_EVERY`].
+    fn lag(&self, now: Instant, late: Duration) {
+        self.loop_lag.borrow_mut().record(late);
+        if late <= STALL {
+            return;
+        }
+        let stalls = self.loop_stalls.get() + 1;
+        self.loop_stalls.set(stalls);
+        if self
+            .stall_logged
+            .get()
+            .is_none_or(|at| now.saturating_duration_since(at) >= STALL_LOG_EVERY)
+        {
+            self.stall_logged.set(Some(now));
+            log_warn(&format!(
+                "event loop stalled: a task held the thread for about {} ms ({stalls} stalls \
+                 since start)",
+                late.as_millis()
+            ));
+        }
+    }
+}
+
+impl Ctx {
+    /// The driver's part of the metrics snapshot.
+    fn driver_stats(&self) -> DriverStats {
+        let open = self.per_listener.borrow();
+        let mut listeners: Vec<ListenerStats> = self
+            .meters
+            .listeners
+            .borrow()
+            .iter()
+            .enumerate()
+            .map(|(i, (id, accepted))| ListenerStats {
+                id: id.clone(),
+                connections: open.get(i).copied().unwrap_or(0) as u64,
+                accepted: *accepted,
+            })
+            .collect();
+        if let Some(q) = self.quic.borrow().as_ref() {
+            listeners.push(ListenerStats {
+                id: "quic:default".into(),
+                connections: q.connection_count() as u64,
+                accepted: q.accepted(),
+            });
+        }
+        DriverStats {
+            ring_occupancy: self.mesh.borrow().outgoing_len() as u64,
+            ring_stalls: self.meters.ring_stalls.get(),
+            loop_stalls: self.meters.loop_stalls.get(),
+            loop_lag: Some(Box::new(self.meters.loop_lag.borrow().clone())),
+            listeners,
+        }
+    }
+}
 
 /// Runs the log's jobs until it has none (start, shutdown).
 async fn run_storage(ctx: &Rc<Ctx>, exec: &mut storage::exec::Executor) {
@@ -685,6 +796,8 @@ async fn storage_loop(ctx: Rc<Ctx>, mut exec: storage::exec::Executor, stop: Rc<
 /// What an accept loop needs to know about its listener.
 struct Accept {
     index: usize,
+    /// The listener's name (`tcp`, `ssl`, `ws`, `wss`).
+    name: &'static str,
     transport: Transport,
     max: usize,
     handshake_timeout: Duration,
@@ -725,7 +838,7 @@ async fn accept_loop(ctx: Rc<Ctx>, listener: TcpListener, spec: Accept, stop: Rc
             }
         };
         let handshaking = layer.is_some();
-        let io = spawn_connection(&ctx, stream, peer, spec.index, layer);
+        let io = spawn_connection(&ctx, stream, peer, (spec.index, spec.name), layer);
         if handshaking {
             monoio::spawn(handshake_deadline(io, spec.handshake_timeout));
         }
@@ -749,10 +862,15 @@ fn spawn_connection(
     ctx: &Rc<Ctx>,
     stream: TcpStream,
     peer: SocketAddr,
-    listener: usize,
+    (listener, name): (usize, &'static str),
     layer: Option<Box<RefCell<Layer>>>,
 ) -> Rc<ConnIo> {
-    let key = ctx.shard.borrow_mut().handle_accept(Instant::now(), peer);
+    let key = {
+        let mut shard = ctx.shard.borrow_mut();
+        let key = shard.handle_accept(Instant::now(), peer);
+        shard.set_listener(key, name);
+        key
+    };
     let io = Rc::new(ConnIo {
         listener,
         layer,
@@ -761,6 +879,7 @@ fn spawn_connection(
     if let Some(n) = ctx.per_listener.borrow_mut().get_mut(listener) {
         *n += 1;
     }
+    ctx.meters.accepted(listener);
     ctx.conns.borrow_mut().insert(key, io.clone());
     let (r, w) = stream.into_split();
     monoio::spawn(read_loop(ctx.clone(), key, io.clone(), r));
@@ -1179,6 +1298,11 @@ async fn timer_loop(ctx: Rc<Ctx>, shutdown: Arc<AtomicBool>, stop: Rc<Cell<bool>
         let wait = next.map_or(TICK, |at| at.saturating_duration_since(now).min(TICK));
         if !wait.is_zero() {
             monoio::time::sleep(wait).await;
+            // How late the runtime polled this task again: the time other tasks held the
+            // thread (see `Meters::lag`).
+            let woke = Instant::now();
+            ctx.meters
+                .lag(woke, woke.saturating_duration_since(now + wait));
         }
         let now = Instant::now();
         ctx.shard.borrow_mut().handle_timeout(now);

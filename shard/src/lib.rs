@@ -4,6 +4,7 @@
 //! [`Shard`] is the sans-IO state machine of one core; [`ring`] the lock-free rings between
 //! cores; [`trie`] the subscription index.
 
+pub mod admin;
 pub mod alias;
 pub mod auth;
 pub mod core;

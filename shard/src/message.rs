@@ -36,6 +36,11 @@ pub struct Message {
     pub payload: Bytes,
     /// When the Message Expiry Interval runs out.
     pub expires_at: Option<Instant>,
+    /// When the broker accepted it (the shard's clock when it read the PUBLISH, or when a will
+    /// or delayed publish came due), for the publish-to-deliver latency; `None` for messages
+    /// whose deliveries it should not measure (a retained message delivered to a new
+    /// subscription, a message recovered from the log).
+    pub received_at: Option<Instant>,
     /// Publisher.
     pub origin: Origin,
     /// Payload Format Indicator, Content Type, Response Topic, Correlation Data, User
@@ -68,6 +73,7 @@ impl Message {
             retain: publish.retain,
             payload: publish.payload,
             expires_at,
+            received_at: Some(now),
             origin,
             properties: publish.properties,
             v3,
@@ -102,7 +108,9 @@ impl Message {
 impl Message {
     /// A copy whose topic, payload and properties have allocations of their own, for messages
     /// kept long (retained): a slice of the publisher's read buffer would pin that buffer.
-    /// Everything else, the expiry deadline included, is unchanged.
+    /// Everything else, the expiry deadline included, is unchanged, but for `received_at`
+    /// (`None`: the copy's deliveries, to later subscriptions, are not publish-to-deliver
+    /// latencies).
     pub fn detached(&self) -> Result<Arc<Self>, EncodeError> {
         let own = |s: &MqttStr| MqttStr::from(s.as_str().to_owned());
         let mut p = Publish::new(own(&self.topic), Bytes::copy_from_slice(&self.payload));
@@ -132,6 +140,7 @@ impl Message {
             retain: p.retain,
             payload: p.payload,
             expires_at: self.expires_at,
+            received_at: None,
             origin: self.origin,
             properties: p.properties,
             v3,

@@ -537,10 +537,13 @@ pub fn restore_message(
         session: crate::slab::Key::from_u64(u64::MAX),
     };
     let mut msg = Message::new(m.mid, p, origin, now).ok()?;
-    if let Some(at) = m.expires_at_ms
-        && let Some(inner) = std::sync::Arc::get_mut(&mut msg)
-    {
-        inner.expires_at = Some(instant_at(at, now, unix_ms));
+    if let Some(inner) = std::sync::Arc::get_mut(&mut msg) {
+        if let Some(at) = m.expires_at_ms {
+            inner.expires_at = Some(instant_at(at, now, unix_ms));
+        }
+        // When it was received, before the restart, is not known: its deliveries are not
+        // measured.
+        inner.received_at = None;
     }
     cache.insert(m.mid, msg.clone());
     Some(msg)

@@ -228,6 +228,8 @@ pub struct QuicEndpoint {
     /// Connections with something to do (a datagram, a timer, core output) since the last
     /// pump: a pump visits these only, not every connection.
     dirty: Vec<ConnectionHandle>,
+    /// Connections accepted since start, for metrics.
+    accepted: u64,
 }
 
 impl std::fmt::Debug for QuicEndpoint {
@@ -268,6 +270,7 @@ impl QuicEndpoint {
             handshake_idle_timeout: options.handshake_idle_timeout,
             stateless_retry: options.stateless_retry,
             dirty: Vec::new(),
+            accepted: 0,
         }
     }
 
@@ -317,6 +320,11 @@ impl QuicEndpoint {
         self.conns.len()
     }
 
+    /// QUIC connections accepted since start (handshakes begun).
+    pub fn accepted(&self) -> u64 {
+        self.accepted
+    }
+
     /// Whether `key` is one of this endpoint's connections.
     pub fn owns(&self, key: Key) -> bool {
         self.by_key.contains_key(&key)
@@ -341,6 +349,7 @@ impl QuicEndpoint {
                 }
                 match self.endpoint.accept(incoming, now, &mut out, None) {
                     Ok((ch, conn)) => {
+                        self.accepted += 1;
                         self.mark(ch);
                         self.conns.insert(
                             ch,
@@ -455,6 +464,7 @@ impl QuicEndpoint {
                                     c.stream = Some(id);
                                     let peer = c.conn.remote_address();
                                     let key = shard.handle_accept(now, peer);
+                                    shard.set_listener(key, "quic");
                                     shard.enable_lanes(key);
                                     c.key = Some(key);
                                     self.by_key.insert(key, ch);

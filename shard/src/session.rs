@@ -132,6 +132,10 @@ pub struct Session {
     pub durable: Option<crate::persist::Durable>,
     /// Its header changed since it was last written to the log.
     pub header_dirty: bool,
+    /// When its connection was established (Unix ms), for the REST API.
+    pub connected_at: u64,
+    /// When its connection ended (Unix ms), while offline.
+    pub disconnected_at: Option<u64>,
 }
 
 /// A Will Message, copied out of the CONNECT that carried it.
@@ -185,6 +189,8 @@ impl Session {
             will_at: None,
             durable: None,
             header_dirty: false,
+            connected_at: 0,
+            disconnected_at: None,
         }
     }
 

@@ -16,6 +16,13 @@ impl Key {
         generation: u32::MAX,
     };
 
+    /// Another key no slab issues (index `u32::MAX - 1`): the origin of messages published
+    /// through the REST API.
+    pub const API: Key = Key {
+        index: u32::MAX - 1,
+        generation: u32::MAX,
+    };
+
     /// The slot index (for per-slot arrays and logs).
     pub fn index(self) -> u32 {
         self.index

@@ -15,7 +15,9 @@
 mod harness;
 mod raw;
 
+mod access;
 mod alias;
+mod api;
 mod conformance;
 mod connect;
 mod control;

@@ -63,7 +63,7 @@ pub struct Config {
     pub dashboard: Dashboard,
 }
 
-/// `dashboard.*`, with EMQX's names.
+/// `dashboard.*`, with EMQX's names (`metrics_auth` is ours).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Dashboard {
@@ -71,6 +71,20 @@ pub struct Dashboard {
     pub http_enable: bool,
     /// `listeners.http.bind`.
     pub http_bind: SocketAddr,
+    /// `listeners.https.enable`.
+    pub https_enable: bool,
+    /// `listeners.https.bind`.
+    pub https_bind: SocketAddr,
+    /// `listeners.https.ssl_options.certfile`: empty is none.
+    pub https_certfile: PathBuf,
+    /// `listeners.https.ssl_options.keyfile`: empty is none.
+    pub https_keyfile: PathBuf,
+    /// `default_username`: the user created, with a random password, when none exists.
+    pub default_username: String,
+    /// `token_expired_time`: lifetime of a bearer token.
+    pub token_expired_time: Duration,
+    /// `metrics_auth`: the Prometheus endpoints need credentials too.
+    pub metrics_auth: bool,
 }
 
 /// `durability.*`.
@@ -654,6 +668,13 @@ impl Config {
             dashboard: Dashboard {
                 http_enable: v.get("dashboard.listeners.http.enable")?,
                 http_bind: v.get("dashboard.listeners.http.bind")?,
+                https_enable: v.get("dashboard.listeners.https.enable")?,
+                https_bind: v.get("dashboard.listeners.https.bind")?,
+                https_certfile: v.get("dashboard.listeners.https.ssl_options.certfile")?,
+                https_keyfile: v.get("dashboard.listeners.https.ssl_options.keyfile")?,
+                default_username: v.get("dashboard.default_username")?,
+                token_expired_time: v.get("dashboard.token_expired_time")?,
+                metrics_auth: v.get("dashboard.metrics_auth")?,
             },
             retainer: Retainer {
                 max_retained_messages: v.get("retainer.max_retained_messages")?,

@@ -681,17 +681,62 @@ const REST: &[Key] = &[
     },
     // --- dashboard ----------------------------------------------------------------------------
     Key {
+        path: "dashboard.default_username",
+        kind: Kind::Name,
+        default: "admin",
+        doc: "Dashboard user created with a random password (written to \
+              node.data_dir/dashboard/initial_admin_password) when no user exists.",
+    },
+    Key {
+        path: "dashboard.metrics_auth",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "Require a bearer token or API key for /metrics and /api/v5/prometheus/stats too \
+              (/status never needs one).",
+    },
+    Key {
+        path: "dashboard.token_expired_time",
+        kind: duration(Duration::from_secs(1), DURATION_MAX),
+        default: "1h",
+        doc: "How long a bearer token from POST /api/v5/login stays valid.",
+    },
+    Key {
         path: "dashboard.listeners.http.bind",
         kind: Kind::Addr,
         default: "0.0.0.0:18083",
-        doc: "Address of the HTTP listener of the control plane: the health check (/status, \
-              /api/v5/status) and the Prometheus metrics (/metrics, /api/v5/prometheus/stats).",
+        doc: "Address of the HTTP listener of the control plane: the REST API (/api/v5), the \
+              health check (/status, /api/v5/status) and the Prometheus metrics (/metrics, \
+              /api/v5/prometheus/stats).",
     },
     Key {
         path: "dashboard.listeners.http.enable",
         kind: Kind::Bool,
         default: "true",
         doc: "Start the control plane's HTTP listener.",
+    },
+    Key {
+        path: "dashboard.listeners.https.bind",
+        kind: Kind::Addr,
+        default: "0.0.0.0:18084",
+        doc: "Address of the HTTPS listener of the control plane (the same endpoints as HTTP).",
+    },
+    Key {
+        path: "dashboard.listeners.https.enable",
+        kind: Kind::Bool,
+        default: "false",
+        doc: "Start the control plane's HTTPS listener; it needs ssl_options.certfile and keyfile.",
+    },
+    Key {
+        path: "dashboard.listeners.https.ssl_options.certfile",
+        kind: Kind::OptPath,
+        default: "",
+        doc: "PEM certificate chain of the HTTPS listener (reloaded when it changes or on SIGHUP).",
+    },
+    Key {
+        path: "dashboard.listeners.https.ssl_options.keyfile",
+        kind: Kind::OptPath,
+        default: "",
+        doc: "PEM private key of the HTTPS listener's certificate.",
     },
     // --- durability ---------------------------------------------------------------------------
     Key {

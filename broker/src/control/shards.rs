@@ -1,0 +1,112 @@
+//! The control plane's side of the ring mesh: requests to shards and their answers.
+//!
+//! The control plane owns the last endpoint of the mesh. Handlers do not touch it: they queue
+//! `(shard, message)` on a bounded channel to one pump task that pushes onto the rings (a full
+//! ring is retried after a millisecond, so a busy shard slows the API, never the other way
+//! round). Shards answer through the request's reply callback, a oneshot channel.
+
+use std::time::Duration;
+
+use shard::admin::{AdminOp, AdminReply, AdminRequest};
+use shard::core::ShardMsg;
+use shard::ring::MeshEndpoint;
+use tokio::sync::{mpsc, oneshot};
+
+use super::api::ApiError;
+
+/// Requests queued for the pump, at most.
+const QUEUE: usize = 256;
+
+/// How long a shard may take to answer.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Handle to the shards, for the handlers.
+#[derive(Debug, Clone)]
+pub(crate) struct Shards {
+    tx: mpsc::Sender<(usize, ShardMsg)>,
+    count: usize,
+}
+
+/// The task that owns the mesh endpoint.
+pub(crate) struct Pump {
+    mesh: MeshEndpoint<ShardMsg>,
+    rx: mpsc::Receiver<(usize, ShardMsg)>,
+}
+
+impl std::fmt::Debug for Pump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pump").finish_non_exhaustive()
+    }
+}
+
+impl Pump {
+    /// Pushes queued requests onto the rings until every handle is gone.
+    pub(crate) async fn run(mut self) {
+        while let Some((dest, mut msg)) = self.rx.recv().await {
+            loop {
+                match self.mesh.send(dest, msg) {
+                    Ok(()) => break,
+                    Err(back) => {
+                        msg = back;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Shards {
+    /// The handle and the pump for `mesh`, whose other endpoints are `count` shards.
+    pub(crate) fn new(mesh: MeshEndpoint<ShardMsg>, count: usize) -> (Self, Pump) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (Self { tx, count }, Pump { mesh, rx })
+    }
+
+    /// The number of shards.
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Asks shard `shard`.
+    pub(crate) async fn ask(&self, shard: usize, op: AdminOp) -> Result<AdminReply, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let req = AdminRequest::new(op, move |reply| {
+            let _ = tx.send(reply);
+        });
+        self.tx
+            .send((shard, ShardMsg::Admin(Box::new(req))))
+            .await
+            .map_err(|_| ApiError::unavailable("the broker is stopping"))?;
+        match tokio::time::timeout(TIMEOUT, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(ApiError::unavailable("the shard dropped the request")),
+            Err(_) => Err(ApiError::unavailable("the shard did not answer in time")),
+        }
+    }
+
+    /// Asks every shard, concurrently; the answers in shard order.
+    pub(crate) async fn ask_all(&self, op: AdminOp) -> Result<Vec<AdminReply>, ApiError> {
+        let mut waits = Vec::with_capacity(self.count);
+        for shard in 0..self.count {
+            let (tx, rx) = oneshot::channel();
+            let req = AdminRequest::new(op.clone(), move |reply| {
+                let _ = tx.send(reply);
+            });
+            self.tx
+                .send((shard, ShardMsg::Admin(Box::new(req))))
+                .await
+                .map_err(|_| ApiError::unavailable("the broker is stopping"))?;
+            waits.push(rx);
+        }
+        let mut replies = Vec::with_capacity(self.count);
+        for rx in waits {
+            match tokio::time::timeout(TIMEOUT, rx).await {
+                Ok(Ok(reply)) => replies.push(reply),
+                Ok(Err(_)) => return Err(ApiError::unavailable("a shard dropped the request")),
+                Err(_) => return Err(ApiError::unavailable("a shard did not answer in time")),
+            }
+        }
+        Ok(replies)
+    }
+}

@@ -1,0 +1,355 @@
+//! The shard's side of the control plane's requests ([`crate::admin`]).
+//!
+//! Each request is answered from the shard's own state, in one call: listings scan the
+//! shard's sessions (or retained messages) once, keep the first `keep` in order and count the
+//! rest. They run between ring batches, like any ring message; their cost grows with the
+//! shard's sessions (about a microsecond per hundred sessions), which is the price of not
+//! keeping a second, sorted index on the hot path.
+
+use std::time::Instant;
+
+use net::mqtt::{
+    MqttStr, ProtocolVersion, Publish, ReasonCode, Subscribe, Subscription, SubscriptionOptions, topic,
+};
+
+use super::{Key, Shard, split_share};
+use crate::admin::{
+    AdminOp, AdminPublish, AdminReply, AdminRequest, ClientInfo, ClientQuery, RetainedInfo,
+    SubInfo, SubQuery,
+};
+
+/// The origin of messages published through the API (no session; never equal to a slab key,
+/// so No Local never drops them).
+pub(super) const API_SESSION: Key = Key::API;
+
+impl Shard {
+    /// A request from the control plane.
+    pub(super) fn on_admin(&mut self, now: Instant, req: AdminRequest) {
+        let (op, reply) = req.into_parts();
+        let answer = match op {
+            AdminOp::Clients { query, keep } => self.admin_clients(&query, keep),
+            AdminOp::Kick { client_id } => AdminReply::Done(self.admin_kick(now, &client_id)),
+            AdminOp::Subscriptions { query, keep } => self.admin_subscriptions(&query, keep),
+            AdminOp::Subscribe {
+                client_id,
+                filter,
+                options,
+            } => AdminReply::Subscribed(self.admin_subscribe(&client_id, &filter, options)),
+            AdminOp::Unsubscribe { client_id, filter } => {
+                AdminReply::Done(self.admin_unsubscribe(&client_id, &filter))
+            }
+            AdminOp::Topics { topic, keep } => self.admin_topics(topic.as_deref(), keep),
+            AdminOp::Publish(p) => self.admin_publish(now, *p),
+            AdminOp::Retained { topic, keep } => self.admin_retained(now, topic.as_deref(), keep),
+            AdminOp::DeleteRetained { topic } => {
+                AdminReply::Done(self.admin_delete_retained(now, &topic))
+            }
+        };
+        reply(answer);
+    }
+
+    fn admin_clients(&self, q: &ClientQuery, keep: usize) -> AdminReply {
+        let mut matched: Vec<(&str, Key)> = Vec::new();
+        let ids: Box<dyn Iterator<Item = (Key, &crate::session::Session)>> = match &q.client_id {
+            Some(id) => Box::new(
+                self.by_client
+                    .get(&MqttStr::from(id.clone()))
+                    .and_then(|&k| self.sessions.get(k).map(|s| (k, s)))
+                    .into_iter(),
+            ),
+            None => Box::new(self.sessions.iter()),
+        };
+        for (sid, s) in ids {
+            let conn = s.conn.and_then(|c| self.conns.get(c));
+            let connected = conn.is_some();
+            let username = conn.and_then(|c| c.username.as_deref());
+            if q.connected.is_some_and(|want| want != connected)
+                || q.username.as_deref().is_some_and(|u| username != Some(u))
+                || q
+                    .like_username
+                    .as_deref()
+                    .is_some_and(|u| !username.is_some_and(|n| n.contains(u)))
+                || q
+                    .like_clientid
+                    .as_deref()
+                    .is_some_and(|c| !s.client_id.contains(c))
+                || q
+                    .ip_address
+                    .is_some_and(|ip| conn.is_none_or(|c| c.peer.ip() != ip))
+                || q
+                    .clean_start
+                    .is_some_and(|cs| conn.is_none_or(|c| c.clean_start != cs))
+                || q.proto_ver.is_some_and(|v| proto_ver(s.version) != v)
+                || q.gte_connected_at.is_some_and(|t| s.connected_at < t)
+                || q.lte_connected_at.is_some_and(|t| s.connected_at > t)
+            {
+                continue;
+            }
+            matched.push((&s.client_id, sid));
+        }
+        let total = matched.len();
+        let page = first_sorted(&mut matched, keep, |(id, _)| *id)
+            .iter()
+            .filter_map(|&(_, sid)| self.client_info(sid))
+            .collect();
+        AdminReply::Clients { total, page }
+    }
+
+    fn client_info(&self, sid: Key) -> Option<ClientInfo> {
+        let s = self.sessions.get(sid)?;
+        let conn = s.conn.and_then(|c| self.conns.get(c));
+        Some(ClientInfo {
+            client_id: s.client_id.to_string(),
+            username: conn.and_then(|c| c.username.as_deref().map(str::to_owned)),
+            peer: conn.map(|c| c.peer),
+            listener: conn.map_or("tcp", |c| c.listener),
+            proto_ver: proto_ver(s.version),
+            // The connection keeps the timeout (Keep Alive × `mqtt.keepalive_multiplier`).
+            keepalive: conn.map_or(0, |c| {
+                let secs = c.keep_alive.as_secs_f64() / self.settings.keepalive_multiplier;
+                u16::try_from(secs.round() as u64).unwrap_or(u16::MAX)
+            }),
+            clean_start: conn.is_some_and(|c| c.clean_start),
+            connected: conn.is_some(),
+            connected_at: s.connected_at,
+            disconnected_at: s.disconnected_at,
+            expiry_interval: u32::try_from(s.expiry_interval.as_secs()).unwrap_or(u32::MAX),
+            subscriptions: s.subscriptions.len(),
+            inflight: s.inflight.len(),
+            inflight_max: s.window,
+            mqueue_len: s.mqueue.len(),
+            mqueue_max: self.settings.max_mqueue_len,
+            awaiting_rel: s.awaiting_rel.len(),
+            shard: self.id,
+        })
+    }
+
+    /// EMQX's kick: the connection closes (DISCONNECT 0x98 on MQTT 5; the will is published,
+    /// as for any connection the client did not end) and the session is discarded.
+    fn admin_kick(&mut self, now: Instant, client_id: &str) -> bool {
+        let Some(&sid) = self.by_client.get(&MqttStr::from(client_id.to_owned())) else {
+            return false;
+        };
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return false;
+        };
+        match s.conn {
+            Some(conn) => {
+                // Zero expiry: the session ends with the connection.
+                s.expiry_interval = std::time::Duration::ZERO;
+                self.header_changed(sid);
+                if let Some(c) = self.conns.get_mut(conn) {
+                    c.close_reason = "kicked";
+                }
+                self.disconnect_quiet(conn, ReasonCode::ADMINISTRATIVE_ACTION);
+                self.close(conn);
+            }
+            None => self.discard_session(now, sid),
+        }
+        true
+    }
+
+    fn admin_subscriptions(&self, q: &SubQuery, keep: usize) -> AdminReply {
+        let mut matched: Vec<(&str, &str, Key)> = Vec::new();
+        let sessions: Box<dyn Iterator<Item = (Key, &crate::session::Session)>> =
+            match &q.client_id {
+                Some(id) => Box::new(
+                    self.by_client
+                        .get(&MqttStr::from(id.clone()))
+                        .and_then(|&k| self.sessions.get(k).map(|s| (k, s)))
+                        .into_iter(),
+                ),
+                None => Box::new(self.sessions.iter()),
+            };
+        for (sid, s) in sessions {
+            for (filter, entry) in &s.subscriptions {
+                let share = split_share(filter);
+                let plain = share.map_or(&**filter, |(_, f)| f);
+                if q.topic.as_deref().is_some_and(|t| t != &**filter)
+                    || q.qos.is_some_and(|qos| qos != entry.options.qos)
+                    || q
+                        .share_group
+                        .as_deref()
+                        .is_some_and(|g| share.is_none_or(|(group, _)| group != g))
+                    || q
+                        .match_topic
+                        .as_deref()
+                        .is_some_and(|t| !topic::matches(plain, t))
+                {
+                    continue;
+                }
+                matched.push((&s.client_id, filter, sid));
+            }
+        }
+        let total = matched.len();
+        let page = first_sorted(&mut matched, keep, |(c, f, _)| (*c, *f))
+            .iter()
+            .filter_map(|&(client_id, filter, sid)| {
+                let entry = self.sessions.get(sid)?.subscriptions.get(&MqttStr::from(filter.to_owned()))?;
+                Some(SubInfo {
+                    client_id: client_id.to_owned(),
+                    topic: filter.to_owned(),
+                    options: entry.options,
+                })
+            })
+            .collect();
+        AdminReply::Subscriptions { total, page }
+    }
+
+    /// Subscribes a connected client as if it had sent SUBSCRIBE without a SUBACK; the
+    /// answer is the granted QoS (a SUBACK reason code) or the refusal.
+    fn admin_subscribe(
+        &mut self,
+        client_id: &str,
+        filter: &str,
+        options: SubscriptionOptions,
+    ) -> Option<u8> {
+        let sid = *self.by_client.get(&MqttStr::from(client_id.to_owned()))?;
+        let conn = self.sessions.get(sid)?.conn?;
+        if !self.conns.get(conn).is_some_and(|c| c.session == Some(sid)) {
+            return None;
+        }
+        if topic::validate_topic_filter(filter).is_err() {
+            return Some(ReasonCode::TOPIC_FILTER_INVALID.0);
+        }
+        let sub = Subscribe {
+            packet_id: 0,
+            properties: Default::default(),
+            filters: vec![Subscription {
+                filter: MqttStr::from(filter.to_owned()),
+                options,
+            }],
+        };
+        self.on_subscribe(conn, sid, sub, false);
+        Some(
+            self.sessions
+                .get(sid)
+                .and_then(|s| s.subscriptions.get(&MqttStr::from(filter.to_owned())))
+                .map_or(ReasonCode::UNSPECIFIED_ERROR.0, |e| e.options.qos as u8),
+        )
+    }
+
+    fn admin_unsubscribe(&mut self, client_id: &str, filter: &str) -> bool {
+        let Some(&sid) = self.by_client.get(&MqttStr::from(client_id.to_owned())) else {
+            return false;
+        };
+        let existed = self
+            .sessions
+            .get_mut(sid)
+            .is_some_and(|s| s.subscriptions.remove(&MqttStr::from(filter.to_owned())).is_some());
+        if !existed {
+            return false;
+        }
+        self.header_changed(sid);
+        if split_share(filter).is_some() {
+            self.announce_shared(sid, filter, None);
+        } else {
+            self.unlock_exclusive(filter, sid);
+            self.remove_subscription(sid, filter);
+        }
+        true
+    }
+
+    /// The topic filters this shard's sessions subscribe to (the route table's local part).
+    fn admin_topics(&self, only: Option<&str>, keep: usize) -> AdminReply {
+        let mut matched: Vec<&str> = self
+            .route_refs
+            .keys()
+            .map(String::as_str)
+            .filter(|f| only.is_none_or(|t| t == *f))
+            .collect();
+        let total = matched.len();
+        let page = first_sorted(&mut matched, keep, |f| *f)
+            .iter()
+            .map(|f| (*f).to_owned())
+            .collect();
+        AdminReply::Topics { total, page }
+    }
+
+    fn admin_publish(&mut self, now: Instant, p: AdminPublish) -> AdminReply {
+        let mut publish = Publish::new(MqttStr::from(p.topic), p.payload);
+        publish.qos = p.qos;
+        publish.retain = p.retain;
+        publish.properties = p.properties;
+        let before = self.next_message;
+        let matched = self.publish_message(now, API_SESSION, publish);
+        if !matched {
+            self.stats.dropped_no_subscribers += 1;
+        }
+        let id = if self.next_message != before {
+            (u64::from(self.id) << 48) | (self.next_message & ((1 << 48) - 1))
+        } else {
+            0
+        };
+        AdminReply::Published { matched, id }
+    }
+
+    fn admin_retained(&self, now: Instant, only: Option<&str>, keep: usize) -> AdminReply {
+        let mut matched: Vec<(&str, &super::Retained)> = match only {
+            Some(t) => self
+                .retained
+                .get(t)
+                .map(|r| (t, r))
+                .into_iter()
+                .collect(),
+            None => self.retained.iter().collect(),
+        };
+        matched.retain(|(t, r)| {
+            !t.starts_with("$SYS/") && r.expires_at.is_none_or(|at| at > now)
+        });
+        let total = matched.len();
+        let page = first_sorted(&mut matched, keep, |(t, _)| *t)
+            .iter()
+            .map(|(t, r)| RetainedInfo {
+                topic: (*t).to_owned(),
+                payload: r.msg.payload.clone(),
+                qos: r.msg.qos as u8,
+                id: r.msg.id,
+            })
+            .collect();
+        AdminReply::Retained { total, page }
+    }
+
+    fn admin_delete_retained(&mut self, now: Instant, topic: &str) -> bool {
+        if self.retained.get(topic).is_none() {
+            return false;
+        }
+        let mut clear = Publish::new(MqttStr::from(topic.to_owned()), bytes::Bytes::new());
+        clear.retain = true;
+        let origin = crate::message::Origin {
+            shard: self.id,
+            session: API_SESSION,
+        };
+        match crate::message::Message::new(0, clear, origin, now) {
+            Ok(msg) => {
+                self.store_retained(now, &msg);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// The protocol level of `v`: 3, 4 or 5.
+fn proto_ver(v: ProtocolVersion) -> u8 {
+    match v {
+        ProtocolVersion::V3_1 => 3,
+        ProtocolVersion::V3_1_1 => 4,
+        ProtocolVersion::V5 => 5,
+    }
+}
+
+/// Sorts the first `keep` of `items` by `key` (the rest are dropped): selection, then a sort
+/// of what is kept.
+fn first_sorted<T, K: Ord>(items: &mut Vec<T>, keep: usize, key: impl Fn(&T) -> K) -> &[T] {
+    if keep == 0 {
+        items.clear();
+        return items;
+    }
+    if items.len() > keep {
+        items.select_nth_unstable_by(keep - 1, |a, b| key(a).cmp(&key(b)));
+        items.truncate(keep);
+    }
+    items.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+    items
+}
