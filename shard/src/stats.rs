@@ -153,10 +153,13 @@ impl Latency {
     /// Records one duration (rounded up to the microsecond, clamped to 60 s). Never allocates.
     #[inline]
     pub fn record(&mut self, d: Duration) {
-        let ns = d.as_nanos();
-        self.sum_ns += ns;
-        let us = u64::try_from(ns.div_ceil(1_000)).unwrap_or(u64::MAX);
-        self.hist.saturating_record(us);
+        // In u64 (saturating after 584 years): `as_nanos`' u128 would cost a u128 division.
+        let ns = d
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos()));
+        self.sum_ns += u128::from(ns);
+        self.hist.saturating_record(ns.div_ceil(1_000));
     }
 
     /// Durations recorded.

@@ -223,7 +223,7 @@ impl Meta {
 
 /// Merges the shards' first entries (each sorted by `key`) and takes the page.
 fn take_page<T, K: Ord>(mut all: Vec<T>, page: usize, limit: usize, key: impl Fn(&T) -> K) -> Vec<T> {
-    all.sort_by(|a, b| key(a).cmp(&key(b)));
+    all.sort_by_key(|a| key(a));
     all.into_iter().skip((page - 1) * limit).take(limit).collect()
 }
 

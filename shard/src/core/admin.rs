@@ -143,6 +143,9 @@ impl Shard {
                 }
                 self.disconnect_quiet(conn, ReasonCode::ADMINISTRATIVE_ACTION);
                 self.close(conn);
+                // Detached now, not when the socket is gone: the session is discarded before
+                // the answer, so the client is gone from the next listing.
+                self.detach(now, conn);
             }
             None => self.discard_session(now, sid),
         }
@@ -206,7 +209,7 @@ impl Shard {
     ) -> Option<u8> {
         let sid = *self.by_client.get(&MqttStr::from(client_id.to_owned()))?;
         let conn = self.sessions.get(sid)?.conn?;
-        if !self.conns.get(conn).is_some_and(|c| c.session == Some(sid)) {
+        if self.conns.get(conn).is_none_or(|c| c.session != Some(sid)) {
             return None;
         }
         if topic::validate_topic_filter(filter).is_err() {
@@ -350,6 +353,6 @@ fn first_sorted<T, K: Ord>(items: &mut Vec<T>, keep: usize, key: impl Fn(&T) -> 
         items.select_nth_unstable_by(keep - 1, |a, b| key(a).cmp(&key(b)));
         items.truncate(keep);
     }
-    items.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+    items.sort_unstable_by_key(|a| key(a));
     items
 }
