@@ -230,7 +230,9 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
         })?;
     // The shards are endpoints 0..n; the control plane is endpoint n.
     let mut endpoints = Mesh::<ShardMsg>::new(n + 1, spec.ring_capacity).into_endpoints();
-    let control_endpoint = endpoints.pop().ok_or_else(|| io::Error::other("empty mesh"))?;
+    let control_endpoint = endpoints
+        .pop()
+        .ok_or_else(|| io::Error::other("empty mesh"))?;
     let (tx, rx) = mpsc::channel::<Started>();
     let mut threads = Vec::with_capacity(n);
     for (id, ((endpoint, listeners), quic_socket)) in endpoints

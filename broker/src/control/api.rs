@@ -17,9 +17,7 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use net::mqtt::{QoS, RetainHandling, SubscriptionOptions, topic};
 use serde::{Deserialize, Serialize};
-use shard::admin::{
-    AdminOp, AdminPublish, AdminReply, ClientInfo, ClientQuery, SubInfo, SubQuery,
-};
+use shard::admin::{AdminOp, AdminPublish, AdminReply, ClientInfo, ClientQuery, SubInfo, SubQuery};
 use utoipa::{IntoParams, ToSchema};
 
 use super::Ctx;
@@ -101,7 +99,11 @@ impl ApiError {
     }
 
     pub(crate) fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            message,
+        )
     }
 
     fn client_not_found() -> Self {
@@ -222,9 +224,17 @@ impl Meta {
 }
 
 /// Merges the shards' first entries (each sorted by `key`) and takes the page.
-fn take_page<T, K: Ord>(mut all: Vec<T>, page: usize, limit: usize, key: impl Fn(&T) -> K) -> Vec<T> {
+fn take_page<T, K: Ord>(
+    mut all: Vec<T>,
+    page: usize,
+    limit: usize,
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
     all.sort_by_key(|a| key(a));
-    all.into_iter().skip((page - 1) * limit).take(limit).collect()
+    all.into_iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .collect()
 }
 
 // ---- nodes, stats, metrics ------------------------------------------------------------------
@@ -329,9 +339,15 @@ pub(crate) async fn nodes(State(ctx): St) -> axum::Json<Vec<Node>> {
     params(("node" = String, Path, description = "Node name")),
     responses((status = 200, description = "The node", body = Node),
         (status = 404, description = "No such node", body = ErrorBody)))]
-pub(crate) async fn node(State(ctx): St, Path(name): Path<String>) -> Result<axum::Json<Node>, ApiError> {
+pub(crate) async fn node(
+    State(ctx): St,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Node>, ApiError> {
     if name != ctx.node {
-        return Err(ApiError::not_found("NOT_FOUND", format!("node {name} not found")));
+        return Err(ApiError::not_found(
+            "NOT_FOUND",
+            format!("node {name} not found"),
+        ));
     }
     Ok(axum::Json(node_info(&ctx)))
 }
@@ -389,7 +405,10 @@ pub(crate) async fn metrics(State(ctx): St, Q(a): Q<Aggregate>) -> axum::Json<se
     let snaps = snapshots(&ctx);
     let mut f = Figures::new();
     let mut put = |k: &str, v: fn(&shard::stats::Stats) -> u64| {
-        f.insert(k.to_owned(), snaps.iter().map(|s| v(&s.stats)).sum::<u64>().into());
+        f.insert(
+            k.to_owned(),
+            snaps.iter().map(|s| v(&s.stats)).sum::<u64>().into(),
+        );
     };
     put("bytes.received", |s| s.bytes_received);
     put("bytes.sent", |s| s.bytes_sent);
@@ -400,8 +419,12 @@ pub(crate) async fn metrics(State(ctx): St, Q(a): Q<Aggregate>) -> axum::Json<se
     put("messages.acked", |s| s.messages_acked);
     put("messages.forward", |s| s.messages_forwarded);
     put("messages.retransmitted", |s| s.messages_retransmitted);
-    put("messages.dropped.no_subscribers", |s| s.dropped_no_subscribers);
-    put("messages.dropped.await_pubrel_timeout", |s| s.dropped_await_rel_timeout);
+    put("messages.dropped.no_subscribers", |s| {
+        s.dropped_no_subscribers
+    });
+    put("messages.dropped.await_pubrel_timeout", |s| {
+        s.dropped_await_rel_timeout
+    });
     put("messages.delayed", |s| s.delayed_stored);
     put("delivery.dropped.queue_full", |s| s.dropped_queue_full);
     put("delivery.dropped.expired", |s| s.dropped_expired);
@@ -538,8 +561,9 @@ pub(crate) async fn clients(
         ip_address: p
             .ip_address
             .map(|ip| {
-                ip.parse()
-                    .map_err(|_| ApiError::bad_request(format!("ip_address: not an IP address: {ip}")))
+                ip.parse().map_err(|_| {
+                    ApiError::bad_request(format!("ip_address: not an IP address: {ip}"))
+                })
             })
             .transpose()?,
         connected: p
@@ -559,7 +583,9 @@ pub(crate) async fn clients(
                 if (3..=5).contains(&v) {
                     Ok(v)
                 } else {
-                    Err(ApiError::bad_request(format!("proto_ver: expected 3, 4 or 5, got {v}")))
+                    Err(ApiError::bad_request(format!(
+                        "proto_ver: expected 3, 4 or 5, got {v}"
+                    )))
                 }
             })
             .transpose()?,
@@ -575,10 +601,7 @@ pub(crate) async fn clients(
             .transpose()?,
     };
     let keep = page * limit;
-    let replies = ctx
-        .shards
-        .ask_all(AdminOp::Clients { query, keep })
-        .await?;
+    let replies = ctx.shards.ask_all(AdminOp::Clients { query, keep }).await?;
     let (mut count, mut all) = (0, Vec::new());
     for r in replies {
         if let AdminReply::Clients { total, page } = r {
@@ -633,7 +656,10 @@ pub(crate) async fn client(
     params(("clientid" = String, Path, description = "Client ID")),
     responses((status = 204, description = "Kicked"),
         (status = 404, description = "No such client", body = ErrorBody)))]
-pub(crate) async fn kick(State(ctx): St, Path(client_id): Path<String>) -> Result<StatusCode, ApiError> {
+pub(crate) async fn kick(
+    State(ctx): St,
+    Path(client_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let replies = ctx.shards.ask_all(AdminOp::Kick { client_id }).await?;
     if replies.iter().any(|r| matches!(r, AdminReply::Done(true))) {
         Ok(StatusCode::NO_CONTENT)
@@ -736,7 +762,8 @@ pub(crate) struct Subscribed {
 }
 
 fn qos_of(field: &str, v: u8) -> Result<QoS, ApiError> {
-    QoS::from_u8(v).ok_or_else(|| ApiError::bad_request(format!("{field}: expected 0, 1 or 2, got {v}")))
+    QoS::from_u8(v)
+        .ok_or_else(|| ApiError::bad_request(format!("{field}: expected 0, 1 or 2, got {v}")))
 }
 
 /// Subscribes a connected client, as if it had sent SUBSCRIBE.
@@ -752,7 +779,10 @@ pub(crate) async fn subscribe(
     J(b): J<SubscribeBody>,
 ) -> Result<axum::Json<Subscribed>, ApiError> {
     if topic::validate_topic_filter(&b.topic).is_err() {
-        return Err(ApiError::bad_request(format!("topic: invalid topic filter: {:?}", b.topic)));
+        return Err(ApiError::bad_request(format!(
+            "topic: invalid topic filter: {:?}",
+            b.topic
+        )));
     }
     if b.nl > 1 || b.rap > 1 {
         return Err(ApiError::bad_request("nl, rap: expected 0 or 1"));
@@ -874,7 +904,9 @@ pub(crate) async fn subscriptions(
     if let Some(t) = &p.match_topic
         && topic::validate_topic_name(t).is_err()
     {
-        return Err(ApiError::bad_request(format!("match_topic: not a topic name: {t:?}")));
+        return Err(ApiError::bad_request(format!(
+            "match_topic: not a topic name: {t:?}"
+        )));
     }
     let query = SubQuery {
         client_id: p.clientid,
@@ -1080,7 +1112,9 @@ fn admin_publish(b: PublishBody) -> Result<AdminPublish, ApiError> {
             }
             properties.response_topic = Some(t.into());
         }
-        properties.correlation_data = p.correlation_data.map(|c| bytes::Bytes::from(c.into_bytes()));
+        properties.correlation_data = p
+            .correlation_data
+            .map(|c| bytes::Bytes::from(c.into_bytes()));
         properties.content_type = p.content_type.map(Into::into);
         properties.user_properties = p
             .user_properties
@@ -1149,7 +1183,9 @@ pub(crate) async fn publish_bulk(
     }
     let mut msgs = Vec::with_capacity(bodies.len());
     for (i, b) in bodies.into_iter().enumerate() {
-        msgs.push(admin_publish(b).map_err(|e| ApiError::bad_request(format!("[{i}]: {}", e.message)))?);
+        msgs.push(
+            admin_publish(b).map_err(|e| ApiError::bad_request(format!("[{i}]: {}", e.message)))?,
+        );
     }
     let mut out = Vec::with_capacity(msgs.len());
     for p in msgs {
@@ -1353,7 +1389,14 @@ fn log_now() -> LogConfig {
     LogConfig {
         console: LogConsole {
             level: Some(level.to_owned()),
-            formatter: Some(if crate::logger::is_json() { "json" } else { "text" }.to_owned()),
+            formatter: Some(
+                if crate::logger::is_json() {
+                    "json"
+                } else {
+                    "text"
+                }
+                .to_owned(),
+            ),
             enable: Some(true),
         },
     }
@@ -1471,7 +1514,14 @@ fn parse_rfc3339(s: &str) -> Option<u64> {
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if b[13] != b':' || b[16] != b':' || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+    if b[13] != b':'
+        || b[16] != b':'
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || se > 60
+    {
         return None;
     }
     let mut rest = &s[19..];
@@ -1482,7 +1532,13 @@ fn parse_rfc3339(s: &str) -> Option<u64> {
             return None;
         }
         let f = &frac[..digits];
-        ms = f.chars().chain("000".chars()).take(3).collect::<String>().parse().ok()?;
+        ms = f
+            .chars()
+            .chain("000".chars())
+            .take(3)
+            .collect::<String>()
+            .parse()
+            .ok()?;
         rest = &frac[digits..];
     }
     let offset: i64 = match rest {
@@ -1517,9 +1573,22 @@ mod tests {
         for ms in [0, 951_782_400_000, 1_795_705_449_123, 4_102_444_800_999] {
             assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms), "{ms}");
         }
-        assert_eq!(parse_rfc3339("2026-11-26T16:04:09+01:00"), Some(1_795_705_449_000));
-        assert_eq!(parse_rfc3339("2026-11-26T15:04:09.5Z"), Some(1_795_705_449_500));
-        for bad in ["", "2026-11-26", "2026-13-26T00:00:00Z", "2026-11-26T00:00:00", "2026-11-26T00:00:00+0100", "x026-11-26T00:00:00Z"] {
+        assert_eq!(
+            parse_rfc3339("2026-11-26T16:04:09+01:00"),
+            Some(1_795_705_449_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-26T15:04:09.5Z"),
+            Some(1_795_705_449_500)
+        );
+        for bad in [
+            "",
+            "2026-11-26",
+            "2026-13-26T00:00:00Z",
+            "2026-11-26T00:00:00",
+            "2026-11-26T00:00:00+0100",
+            "x026-11-26T00:00:00Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
         assert!(parse_time("t", "1700000000000").is_ok());

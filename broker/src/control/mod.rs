@@ -284,4 +284,3 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> impl IntoResponse {
         prom::render(&ctx.slots, &ctx.drivers),
     )
 }
-

@@ -9,7 +9,8 @@
 use std::time::Instant;
 
 use net::mqtt::{
-    MqttStr, ProtocolVersion, Publish, ReasonCode, Subscribe, Subscription, SubscriptionOptions, topic,
+    MqttStr, ProtocolVersion, Publish, ReasonCode, Subscribe, Subscription, SubscriptionOptions,
+    topic,
 };
 
 use super::{Key, Shard, split_share};
@@ -65,19 +66,15 @@ impl Shard {
             let username = conn.and_then(|c| c.username.as_deref());
             if q.connected.is_some_and(|want| want != connected)
                 || q.username.as_deref().is_some_and(|u| username != Some(u))
-                || q
-                    .like_username
+                || q.like_username
                     .as_deref()
                     .is_some_and(|u| !username.is_some_and(|n| n.contains(u)))
-                || q
-                    .like_clientid
+                || q.like_clientid
                     .as_deref()
                     .is_some_and(|c| !s.client_id.contains(c))
-                || q
-                    .ip_address
+                || q.ip_address
                     .is_some_and(|ip| conn.is_none_or(|c| c.peer.ip() != ip))
-                || q
-                    .clean_start
+                || q.clean_start
                     .is_some_and(|cs| conn.is_none_or(|c| c.clean_start != cs))
                 || q.proto_ver.is_some_and(|v| proto_ver(s.version) != v)
                 || q.gte_connected_at.is_some_and(|t| s.connected_at < t)
@@ -154,28 +151,26 @@ impl Shard {
 
     fn admin_subscriptions(&self, q: &SubQuery, keep: usize) -> AdminReply {
         let mut matched: Vec<(&str, &str, Key)> = Vec::new();
-        let sessions: Box<dyn Iterator<Item = (Key, &crate::session::Session)>> =
-            match &q.client_id {
-                Some(id) => Box::new(
-                    self.by_client
-                        .get(&MqttStr::from(id.clone()))
-                        .and_then(|&k| self.sessions.get(k).map(|s| (k, s)))
-                        .into_iter(),
-                ),
-                None => Box::new(self.sessions.iter()),
-            };
+        let sessions: Box<dyn Iterator<Item = (Key, &crate::session::Session)>> = match &q.client_id
+        {
+            Some(id) => Box::new(
+                self.by_client
+                    .get(&MqttStr::from(id.clone()))
+                    .and_then(|&k| self.sessions.get(k).map(|s| (k, s)))
+                    .into_iter(),
+            ),
+            None => Box::new(self.sessions.iter()),
+        };
         for (sid, s) in sessions {
             for (filter, entry) in &s.subscriptions {
                 let share = split_share(filter);
                 let plain = share.map_or(&**filter, |(_, f)| f);
                 if q.topic.as_deref().is_some_and(|t| t != &**filter)
                     || q.qos.is_some_and(|qos| qos != entry.options.qos)
-                    || q
-                        .share_group
+                    || q.share_group
                         .as_deref()
                         .is_some_and(|g| share.is_none_or(|(group, _)| group != g))
-                    || q
-                        .match_topic
+                    || q.match_topic
                         .as_deref()
                         .is_some_and(|t| !topic::matches(plain, t))
                 {
@@ -188,7 +183,11 @@ impl Shard {
         let page = first_sorted(&mut matched, keep, |(c, f, _)| (*c, *f))
             .iter()
             .filter_map(|&(client_id, filter, sid)| {
-                let entry = self.sessions.get(sid)?.subscriptions.get(&MqttStr::from(filter.to_owned()))?;
+                let entry = self
+                    .sessions
+                    .get(sid)?
+                    .subscriptions
+                    .get(&MqttStr::from(filter.to_owned()))?;
                 Some(SubInfo {
                     client_id: client_id.to_owned(),
                     topic: filter.to_owned(),
@@ -236,10 +235,11 @@ impl Shard {
         let Some(&sid) = self.by_client.get(&MqttStr::from(client_id.to_owned())) else {
             return false;
         };
-        let existed = self
-            .sessions
-            .get_mut(sid)
-            .is_some_and(|s| s.subscriptions.remove(&MqttStr::from(filter.to_owned())).is_some());
+        let existed = self.sessions.get_mut(sid).is_some_and(|s| {
+            s.subscriptions
+                .remove(&MqttStr::from(filter.to_owned()))
+                .is_some()
+        });
         if !existed {
             return false;
         }
@@ -289,17 +289,10 @@ impl Shard {
 
     fn admin_retained(&self, now: Instant, only: Option<&str>, keep: usize) -> AdminReply {
         let mut matched: Vec<(&str, &super::Retained)> = match only {
-            Some(t) => self
-                .retained
-                .get(t)
-                .map(|r| (t, r))
-                .into_iter()
-                .collect(),
+            Some(t) => self.retained.get(t).map(|r| (t, r)).into_iter().collect(),
             None => self.retained.iter().collect(),
         };
-        matched.retain(|(t, r)| {
-            !t.starts_with("$SYS/") && r.expires_at.is_none_or(|at| at > now)
-        });
+        matched.retain(|(t, r)| !t.starts_with("$SYS/") && r.expires_at.is_none_or(|at| at > now));
         let total = matched.len();
         let page = first_sorted(&mut matched, keep, |(t, _)| *t)
             .iter()
