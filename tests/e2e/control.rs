@@ -207,8 +207,10 @@ fn health_check_and_prometheus_metrics_count_the_traffic() {
     assert_eq!(sum(&m, h, &format!("{h}_bucket"), &[("le", "+Inf")]), 20.0);
     // On loopback, every delivery is well under 10 s.
     assert_eq!(sum(&m, h, &format!("{h}_bucket"), &[("le", "10")]), 20.0);
+    // Zero is possible: a delivery on the publisher's shard, in the batch that read the
+    // PUBLISH, is timed with that batch's clock.
     let secs = sum(&m, h, &format!("{h}_sum"), &[]);
-    assert!(secs > 0.0 && secs < 20.0, "{secs}");
+    assert!((0.0..20.0).contains(&secs), "{secs}");
     assert_eq!(
         samples(&m, h, &format!("{h}_bucket"), &[("shard", "0")]).len(),
         17
