@@ -1165,7 +1165,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -1173,12 +1173,20 @@ impl ApiError {
         }
     }
 
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
     }
 
-    fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+    }
+
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            message,
+        )
     }
 
     fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
@@ -1200,6 +1208,11 @@ impl ApiError {
     /// The `code` of the body.
     pub fn code(&self) -> &'static str {
         self.code
+    }
+
+    /// The `message` of the body.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
@@ -1274,7 +1287,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 };
                 ApiError::new(e.status(), code, e.body_text())
             })?;
-        serde_json::from_slice(&bytes)
+        // The error names the field (`qos: invalid type: ...`).
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
             .map(JsonBody)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }

@@ -66,6 +66,26 @@ fn token(http: SocketAddr, username: &str, password: &str) -> String {
     body["token"].as_str().unwrap().to_owned()
 }
 
+/// Waits until `/status` answers 200: the broker logs its listeners once every shard's runtime
+/// is up, and the health check turns 200 once each has published its first snapshot.
+fn wait_ready(http: SocketAddr) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let status = client()
+            .get(format!("http://{http}/status"))
+            .send()
+            .map(|r| r.status().as_u16());
+        if status.as_ref().is_ok_and(|s| *s == 200) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/status never answered 200: {status:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn assert_error(got: (u16, Value), status: u16, code: &str) {
     assert_eq!(got.0, status, "{}", got.1);
     assert_eq!(got.1["code"], code, "{}", got.1);
@@ -76,6 +96,7 @@ fn assert_error(got: (u16, Value), status: u16, code: &str) {
 fn first_password_login_tokens_and_api_keys() {
     let broker = Broker::start();
     let http = broker.listener("http");
+    wait_ready(http);
     let url = |path: &str| format!("http://{http}{path}");
 
     // The generated password: logged, mode 0600, under node.data_dir/dashboard.
@@ -328,12 +349,8 @@ fn metrics_auth_protects_the_prometheus_endpoints_but_not_the_health_check() {
             "{path}"
         );
     }
-    let status = client()
-        .get(format!("http://{http}/status"))
-        .send()
-        .unwrap()
-        .status();
-    assert_eq!(status.as_u16(), 200);
+    // The health check needs nothing (a 401 would never turn 200).
+    wait_ready(http);
 }
 
 /// One HTTP/1.1 request over TLS, trusting `ca`; the status and the body.

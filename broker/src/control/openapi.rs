@@ -20,7 +20,7 @@ use super::api;
         api::log_get, api::log_put,
     ),
     components(schemas(
-        api::ErrorBody, api::Meta, api::Node, api::Client, api::ClientPage, api::Sub,
+        api::Meta, api::Node, api::Client, api::ClientPage, api::Sub,
         api::SubPage, api::SubscribeBody, api::Subscribed, api::UnsubscribeBody, api::Route,
         api::RoutePage, api::PublishProps, api::PublishBody, api::Published, api::Listener,
         api::RetainedMsg, api::RetainedPage, api::LogConsole, api::LogConfig,

@@ -49,18 +49,25 @@ impl Shard {
         reply(answer);
     }
 
-    fn admin_clients(&self, q: &ClientQuery, keep: usize) -> AdminReply {
-        let mut matched: Vec<(&str, Key)> = Vec::new();
-        let ids: Box<dyn Iterator<Item = (Key, &crate::session::Session)>> = match &q.client_id {
+    /// The session of `client_id` on this shard, or every session.
+    fn sessions_of<'a>(
+        &'a self,
+        client_id: Option<&str>,
+    ) -> Box<dyn Iterator<Item = (Key, &'a crate::session::Session)> + 'a> {
+        match client_id {
             Some(id) => Box::new(
                 self.by_client
-                    .get(&MqttStr::from(id.clone()))
+                    .get(&MqttStr::from(id.to_owned()))
                     .and_then(|&k| self.sessions.get(k).map(|s| (k, s)))
                     .into_iter(),
             ),
             None => Box::new(self.sessions.iter()),
-        };
-        for (sid, s) in ids {
+        }
+    }
+
+    fn admin_clients(&self, q: &ClientQuery, keep: usize) -> AdminReply {
+        let mut matched: Vec<(&str, Key)> = Vec::new();
+        for (sid, s) in self.sessions_of(q.client_id.as_deref()) {
             let conn = s.conn.and_then(|c| self.conns.get(c));
             let connected = conn.is_some();
             let username = conn.and_then(|c| c.username.as_deref());
@@ -151,17 +158,7 @@ impl Shard {
 
     fn admin_subscriptions(&self, q: &SubQuery, keep: usize) -> AdminReply {
         let mut matched: Vec<(&str, &str, Key)> = Vec::new();
-        let sessions: Box<dyn Iterator<Item = (Key, &crate::session::Session)>> = match &q.client_id
-        {
-            Some(id) => Box::new(
-                self.by_client
-                    .get(&MqttStr::from(id.clone()))
-                    .and_then(|&k| self.sessions.get(k).map(|s| (k, s)))
-                    .into_iter(),
-            ),
-            None => Box::new(self.sessions.iter()),
-        };
-        for (sid, s) in sessions {
+        for (sid, s) in self.sessions_of(q.client_id.as_deref()) {
             for (filter, entry) in &s.subscriptions {
                 let share = split_share(filter);
                 let plain = share.map_or(&**filter, |(_, f)| f);
