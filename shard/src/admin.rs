@@ -51,12 +51,15 @@ impl fmt::Debug for AdminRequest {
 /// What the control plane asks a shard.
 #[derive(Debug, Clone)]
 pub enum AdminOp {
-    /// The sessions (online or not) that match, in client id order.
+    /// The sessions (online or not) that match, in client id order, among those in the
+    /// slots `scan` covers.
     Clients {
         /// Filters.
         query: ClientQuery,
         /// How many to return at most.
         keep: usize,
+        /// Which part of the shard's sessions to look at.
+        scan: Scan,
     },
     /// Close the client's connection (DISCONNECT 0x98 on MQTT 5) and discard its session,
     /// as EMQX's kick does. Answered with [`AdminReply::Done`] (whether this shard had it).
@@ -64,12 +67,15 @@ pub enum AdminOp {
         /// Client Identifier.
         client_id: String,
     },
-    /// Subscriptions of sessions on this shard, in (client id, filter) order.
+    /// Subscriptions of sessions on this shard, in (client id, filter) order, among the
+    /// sessions in the slots `scan` covers.
     Subscriptions {
         /// Filters.
         query: SubQuery,
         /// How many to return at most.
         keep: usize,
+        /// Which part of the shard's sessions to look at.
+        scan: Scan,
     },
     /// Subscribe a connected client, as if it had sent SUBSCRIBE (retained messages are sent
     /// as the options say). Answered with [`AdminReply::Subscribed`].
@@ -110,6 +116,25 @@ pub enum AdminOp {
         /// Topic Name.
         topic: String,
     },
+}
+
+/// A step of a walk over a shard's sessions: the session slots `from..from + slots`. A listing
+/// goes in steps so that no ring message costs a shard more than `slots` sessions' work; the
+/// answer says where the next step starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scan {
+    /// First slot.
+    pub from: u32,
+    /// Slots to look at.
+    pub slots: u32,
+}
+
+impl Scan {
+    /// Every session at once (tests; a lookup by client id ignores the scan).
+    pub const ALL: Scan = Scan {
+        from: 0,
+        slots: u32::MAX,
+    };
 }
 
 /// Filters of [`AdminOp::Clients`], EMQX's query parameters of `GET /clients`.
@@ -172,17 +197,21 @@ pub struct AdminPublish {
 pub enum AdminReply {
     /// [`AdminOp::Clients`]: how many match, and the first `keep`.
     Clients {
-        /// Matching sessions on this shard.
+        /// Matching sessions in the scanned slots.
         total: usize,
         /// The first of them.
         page: Vec<ClientInfo>,
+        /// Where the next step starts; `None` when the walk is over.
+        next: Option<u32>,
     },
     /// [`AdminOp::Subscriptions`].
     Subscriptions {
-        /// Matching subscriptions on this shard.
+        /// Matching subscriptions in the scanned slots.
         total: usize,
         /// The first of them.
         page: Vec<SubInfo>,
+        /// Where the next step starts; `None` when the walk is over.
+        next: Option<u32>,
     },
     /// [`AdminOp::Topics`].
     Topics {

@@ -150,6 +150,31 @@ impl<T> Slab<T> {
         self.len == 0
     }
 
+    /// The number of slots, free or not: slot indices run below it.
+    pub fn slot_count(&self) -> u32 {
+        u32::try_from(self.slots.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The keys and values in the slots `start..end` (clamped to the slots there are): a
+    /// walk over the slab in bounded steps.
+    pub fn iter_slots(&self, start: u32, end: u32) -> impl Iterator<Item = (Key, &T)> {
+        let end = (end as usize).min(self.slots.len());
+        let start = (start as usize).min(end);
+        self.slots[start..end]
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, s)| match s {
+                Slot::Occupied { generation, value } => Some((
+                    Key {
+                        index: (start + i) as u32,
+                        generation: *generation,
+                    },
+                    value,
+                )),
+                Slot::Free { .. } => None,
+            })
+    }
+
     /// Every key and value.
     pub fn iter(&self) -> impl Iterator<Item = (Key, &T)> {
         self.slots.iter().enumerate().filter_map(|(i, s)| match s {
@@ -168,6 +193,25 @@ impl<T> Slab<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_walk_in_steps() {
+        let mut s = Slab::default();
+        let keys: Vec<Key> = (0..10).map(|i| s.insert(i)).collect();
+        s.remove(keys[3]);
+        s.remove(keys[7]);
+        let mut seen = Vec::new();
+        let mut from = 0;
+        while from < s.slot_count() {
+            seen.extend(s.iter_slots(from, from + 4).map(|(k, v)| (k, *v)));
+            from += 4;
+        }
+        let all: Vec<(Key, i32)> = s.iter().map(|(k, v)| (k, *v)).collect();
+        assert_eq!(seen, all);
+        assert_eq!(all.len(), 8);
+        assert_eq!(s.iter_slots(8, 100).count(), 2);
+        assert_eq!(s.iter_slots(100, 200).count(), 0);
+    }
 
     #[test]
     fn stale_keys_miss() {

@@ -17,7 +17,7 @@ use net::mqtt::{
 };
 use shard::ShardMsg;
 use shard::admin::{
-    AdminOp, AdminPublish, AdminReply, AdminRequest, ClientInfo, ClientQuery, RetainedInfo,
+    AdminOp, AdminPublish, AdminReply, AdminRequest, ClientInfo, ClientQuery, RetainedInfo, Scan,
     SubInfo, SubQuery,
 };
 use sim::{ClientId, Sim, opts, persistent_v5, settings};
@@ -63,9 +63,10 @@ fn clients_of(
         AdminOp::Clients {
             query: query.clone(),
             keep,
+            scan: Scan::ALL,
         },
     ) {
-        AdminReply::Clients { total, page } => (total, page),
+        AdminReply::Clients { total, page, .. } => (total, page),
         other => panic!("not a Clients answer: {other:?}"),
     }
 }
@@ -136,9 +137,10 @@ fn subs_all(sim: &mut Sim, query: &SubQuery) -> Vec<(String, String, QoS)> {
         &AdminOp::Subscriptions {
             query: query.clone(),
             keep: usize::MAX,
+            scan: Scan::ALL,
         },
     ) {
-        let AdminReply::Subscriptions { total, page } = r else {
+        let AdminReply::Subscriptions { total, page, .. } = r else {
             panic!("not a Subscriptions answer: {r:?}");
         };
         assert_eq!(total, page.len());
@@ -620,12 +622,13 @@ fn subscribe_and_unsubscribe_a_client() {
         assert_eq!(subs_all(&mut sim, &query), want, "{query:?}");
     }
     // keep: the first in (client id, filter) order.
-    let AdminReply::Subscriptions { total, page } = ask(
+    let AdminReply::Subscriptions { total, page, .. } = ask(
         &mut sim,
         0,
         AdminOp::Subscriptions {
             query: SubQuery::default(),
             keep: 2,
+            scan: Scan::ALL,
         },
     ) else {
         panic!()
@@ -882,4 +885,90 @@ fn retained_messages_are_listed_and_deleted() {
     assert_eq!(got, want);
     let listed: usize = (0..2).map(|s| retained_of(&mut sim, s, None, 100).0).sum();
     assert_eq!(listed, 9);
+}
+
+/// A listing in steps of a few session slots sees every session once, with the counts adding
+/// up, and each step's answer names where the next one starts.
+#[test]
+fn listings_walk_the_sessions_in_bounded_steps() {
+    let mut sim = Sim::new(1, settings());
+    sim.start_clocks(EPOCH_MS);
+    let mut conns = Vec::new();
+    for i in 0..23 {
+        let id = format!("w-{i:02}");
+        let (c, ack) = sim.connect_with(
+            0,
+            connect_as(ProtocolVersion::V5, &id, None, true, Some(60)),
+        );
+        assert!(ack.reason_code.is_success(), "{id}: {ack:?}");
+        sim.subscribe(c, &format!("walk/{i}"), QoS::AtLeastOnce);
+        conns.push(c);
+    }
+    // Some free slots in the middle (sessions 3, 8, 13, 18 end).
+    let gone: Vec<ClientId> = conns.iter().skip(3).step_by(5).copied().collect();
+    for c in &gone {
+        sim.disconnect(*c);
+    }
+    sim.advance(Duration::from_secs(61));
+    let everyone = matching(&mut sim, &ClientQuery::default());
+    assert_eq!(gone.len(), 4);
+    assert_eq!(everyone.len(), 23 - gone.len());
+    for step in [1, 4, 7, 64] {
+        let (mut ids, mut subs, mut total, mut sub_total, mut steps) = (vec![], 0, 0, 0, 0);
+        let mut from = Some(0);
+        while let Some(start) = from {
+            let scan = Scan {
+                from: start,
+                slots: step,
+            };
+            let query = ClientQuery::default();
+            let AdminReply::Clients {
+                total: t,
+                page,
+                next,
+            } = ask(
+                &mut sim,
+                0,
+                AdminOp::Clients {
+                    query,
+                    keep: 100,
+                    scan,
+                },
+            )
+            else {
+                panic!("not a Clients answer");
+            };
+            assert!(page.len() <= step as usize);
+            total += t;
+            ids.extend(page.into_iter().map(|c| c.client_id));
+            let AdminReply::Subscriptions {
+                total: t, next: n, ..
+            } = ask(
+                &mut sim,
+                0,
+                AdminOp::Subscriptions {
+                    query: SubQuery::default(),
+                    keep: 100,
+                    scan,
+                },
+            )
+            else {
+                panic!("not a Subscriptions answer");
+            };
+            assert_eq!(n, next);
+            sub_total += t;
+            subs += 1;
+            steps += 1;
+            if let Some(n) = next {
+                assert_eq!(n, start + step);
+            }
+            from = next;
+        }
+        ids.sort();
+        assert_eq!(ids, everyone, "step {step}");
+        assert_eq!(total, everyone.len(), "step {step}");
+        assert_eq!(sub_total, everyone.len(), "step {step}");
+        assert!(steps >= 23usize.div_ceil(step as usize).min(23), "{steps}");
+        assert_eq!(subs, steps);
+    }
 }

@@ -16,7 +16,9 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use net::mqtt::{QoS, RetainHandling, SubscriptionOptions, topic};
 use serde::{Deserialize, Serialize};
-use shard::admin::{AdminOp, AdminPublish, AdminReply, ClientInfo, ClientQuery, SubInfo, SubQuery};
+use shard::admin::{
+    AdminOp, AdminPublish, AdminReply, ClientInfo, ClientQuery, Scan, SubInfo, SubQuery,
+};
 use utoipa::{IntoParams, ToSchema};
 
 use super::Ctx;
@@ -137,6 +139,15 @@ impl Meta {
             count,
             hasnext: count > page * limit,
         }
+    }
+}
+
+/// Keeps the first `keep` of the entries gathered so far once they are twice that many, so a
+/// walk over many steps holds a bounded list.
+fn prune<T, K: Ord>(all: &mut Vec<T>, keep: usize, key: impl Fn(&T) -> K) {
+    if all.len() > keep.saturating_mul(2) {
+        all.sort_by_cached_key(|a| key(a));
+        all.truncate(keep);
     }
 }
 
@@ -515,14 +526,23 @@ pub(crate) async fn clients(
             .transpose()?,
     };
     let keep = page * limit;
-    let replies = ctx.shards.ask_all(AdminOp::Clients { query, keep }).await?;
     let (mut count, mut all) = (0, Vec::new());
-    for r in replies {
-        if let AdminReply::Clients { total, page } = r {
-            count += total;
-            all.extend(page);
-        }
-    }
+    ctx.shards
+        .walk(
+            |scan| AdminOp::Clients {
+                query: query.clone(),
+                keep,
+                scan,
+            },
+            |r| {
+                if let AdminReply::Clients { total, page, .. } = r {
+                    count += total;
+                    all.extend(page);
+                    prune(&mut all, keep, |c| c.client_id.clone());
+                }
+            },
+        )
+        .await?;
     let data = take_page(all, page, limit, |c| c.client_id.clone())
         .into_iter()
         .map(|c| client_json(&ctx.node, c))
@@ -540,7 +560,11 @@ async fn find_client(ctx: &Ctx, client_id: &str) -> Result<ClientInfo, ApiError>
     };
     let replies = ctx
         .shards
-        .ask_all(AdminOp::Clients { query, keep: 1 })
+        .ask_all(AdminOp::Clients {
+            query,
+            keep: 1,
+            scan: Scan::ALL,
+        })
         .await?;
     replies
         .into_iter()
@@ -629,6 +653,7 @@ pub(crate) async fn client_subscriptions(
         .ask_all(AdminOp::Subscriptions {
             query,
             keep: usize::MAX,
+            scan: Scan::ALL,
         })
         .await?;
     let mut subs: Vec<SubInfo> = Vec::new();
@@ -829,20 +854,24 @@ pub(crate) async fn subscriptions(
         share_group: p.share_group,
         match_topic: p.match_topic,
     };
-    let replies = ctx
-        .shards
-        .ask_all(AdminOp::Subscriptions {
-            query,
-            keep: page * limit,
-        })
-        .await?;
+    let keep = page * limit;
     let (mut count, mut all) = (0, Vec::new());
-    for r in replies {
-        if let AdminReply::Subscriptions { total, page } = r {
-            count += total;
-            all.extend(page);
-        }
-    }
+    ctx.shards
+        .walk(
+            |scan| AdminOp::Subscriptions {
+                query: query.clone(),
+                keep,
+                scan,
+            },
+            |r| {
+                if let AdminReply::Subscriptions { total, page, .. } = r {
+                    count += total;
+                    all.extend(page);
+                    prune(&mut all, keep, |s| (s.client_id.clone(), s.topic.clone()));
+                }
+            },
+        )
+        .await?;
     let data = take_page(all, page, limit, |s| (s.client_id.clone(), s.topic.clone()))
         .into_iter()
         .map(|s| sub_json(&ctx.node, s))

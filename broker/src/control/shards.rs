@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use shard::admin::{AdminOp, AdminReply, AdminRequest};
+use shard::admin::{AdminOp, AdminReply, AdminRequest, Scan};
 use shard::core::ShardMsg;
 use shard::ring::MeshEndpoint;
 use tokio::sync::{mpsc, oneshot};
@@ -16,6 +16,10 @@ use super::api::ApiError;
 
 /// Requests queued for the pump, at most.
 const QUEUE: usize = 256;
+
+/// Session slots one step of a listing looks at (see [`shard::admin::Scan`]): the most
+/// work one listing request gives a shard in one event-loop turn.
+pub(crate) const SCAN_SLOTS: u32 = 2048;
 
 /// How long a shard may take to answer.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,6 +87,38 @@ impl Shards {
             Ok(Err(_)) => Err(ApiError::unavailable("the shard dropped the request")),
             Err(_) => Err(ApiError::unavailable("the shard did not answer in time")),
         }
+    }
+
+    /// Walks every shard's sessions in steps of [`SCAN_SLOTS`]: asks `op(step)` until the
+    /// shard's answer names no next step, handing each answer to `each`. Other ring messages
+    /// are handled between the steps.
+    pub(crate) async fn walk(
+        &self,
+        op: impl Fn(Scan) -> AdminOp,
+        mut each: impl FnMut(AdminReply),
+    ) -> Result<(), ApiError> {
+        for shard in 0..self.count {
+            let mut from = Some(0);
+            while let Some(start) = from {
+                let reply = self
+                    .ask(
+                        shard,
+                        op(Scan {
+                            from: start,
+                            slots: SCAN_SLOTS,
+                        }),
+                    )
+                    .await?;
+                from = match &reply {
+                    AdminReply::Clients { next, .. } | AdminReply::Subscriptions { next, .. } => {
+                        *next
+                    }
+                    _ => None,
+                };
+                each(reply);
+            }
+        }
+        Ok(())
     }
 
     /// Asks every shard, concurrently; the answers in shard order.

@@ -1,10 +1,11 @@
 //! The shard's side of the control plane's requests ([`crate::admin`]).
 //!
-//! Each request is answered from the shard's own state, in one call: listings scan the
-//! shard's sessions (or retained messages) once, keep the first `keep` in order and count the
-//! rest. They run between ring batches, like any ring message; their cost grows with the
-//! shard's sessions (about a microsecond per hundred sessions), which is the price of not
-//! keeping a second, sorted index on the hot path.
+//! Each request is answered from the shard's own state, in one call. Listings of sessions
+//! (clients, subscriptions) look at a bounded range of session slots per request
+//! ([`Scan`]) and say where the next range starts, so the control plane walks a shard's
+//! sessions in steps with the shard's other work in between; in each step they keep the first
+//! `keep` matches in order and count the rest. Topic and retained-message listings are one
+//! pass over the shard's route table or retained messages.
 
 use std::time::Instant;
 
@@ -15,7 +16,7 @@ use net::mqtt::{
 
 use super::{Key, Shard, split_share};
 use crate::admin::{
-    AdminOp, AdminPublish, AdminReply, AdminRequest, ClientInfo, ClientQuery, RetainedInfo,
+    AdminOp, AdminPublish, AdminReply, AdminRequest, ClientInfo, ClientQuery, RetainedInfo, Scan,
     SubInfo, SubQuery,
 };
 
@@ -28,9 +29,11 @@ impl Shard {
     pub(super) fn on_admin(&mut self, now: Instant, req: AdminRequest) {
         let (op, reply) = req.into_parts();
         let answer = match op {
-            AdminOp::Clients { query, keep } => self.admin_clients(&query, keep),
+            AdminOp::Clients { query, keep, scan } => self.admin_clients(&query, keep, scan),
             AdminOp::Kick { client_id } => AdminReply::Done(self.admin_kick(now, &client_id)),
-            AdminOp::Subscriptions { query, keep } => self.admin_subscriptions(&query, keep),
+            AdminOp::Subscriptions { query, keep, scan } => {
+                self.admin_subscriptions(&query, keep, scan)
+            }
             AdminOp::Subscribe {
                 client_id,
                 filter,
@@ -49,25 +52,39 @@ impl Shard {
         reply(answer);
     }
 
-    /// The session of `client_id` on this shard, or every session.
+    /// The session of `client_id` on this shard, or the sessions in the slots `scan` covers;
+    /// and where the next step of the walk starts.
+    #[allow(clippy::type_complexity)]
     fn sessions_of<'a>(
         &'a self,
         client_id: Option<&str>,
-    ) -> Box<dyn Iterator<Item = (Key, &'a crate::session::Session)> + 'a> {
+        scan: Scan,
+    ) -> (
+        Box<dyn Iterator<Item = (Key, &'a crate::session::Session)> + 'a>,
+        Option<u32>,
+    ) {
         match client_id {
-            Some(id) => Box::new(
-                self.by_client
-                    .get(&MqttStr::from(id.to_owned()))
-                    .and_then(|&k| self.sessions.get(k).map(|s| (k, s)))
-                    .into_iter(),
+            Some(id) => (
+                Box::new(
+                    self.by_client
+                        .get(&MqttStr::from(id.to_owned()))
+                        .and_then(|&k| self.sessions.get(k).map(|s| (k, s)))
+                        .into_iter(),
+                ),
+                None,
             ),
-            None => Box::new(self.sessions.iter()),
+            None => {
+                let end = scan.from.saturating_add(scan.slots);
+                let next = (end < self.sessions.slot_count()).then_some(end);
+                (Box::new(self.sessions.iter_slots(scan.from, end)), next)
+            }
         }
     }
 
-    fn admin_clients(&self, q: &ClientQuery, keep: usize) -> AdminReply {
+    fn admin_clients(&self, q: &ClientQuery, keep: usize, scan: Scan) -> AdminReply {
         let mut matched: Vec<(&str, Key)> = Vec::new();
-        for (sid, s) in self.sessions_of(q.client_id.as_deref()) {
+        let (sessions, next) = self.sessions_of(q.client_id.as_deref(), scan);
+        for (sid, s) in sessions {
             let conn = s.conn.and_then(|c| self.conns.get(c));
             let connected = conn.is_some();
             let username = conn.and_then(|c| c.username.as_deref());
@@ -96,7 +113,7 @@ impl Shard {
             .iter()
             .filter_map(|&(_, sid)| self.client_info(sid))
             .collect();
-        AdminReply::Clients { total, page }
+        AdminReply::Clients { total, page, next }
     }
 
     fn client_info(&self, sid: Key) -> Option<ClientInfo> {
@@ -156,9 +173,10 @@ impl Shard {
         true
     }
 
-    fn admin_subscriptions(&self, q: &SubQuery, keep: usize) -> AdminReply {
+    fn admin_subscriptions(&self, q: &SubQuery, keep: usize, scan: Scan) -> AdminReply {
         let mut matched: Vec<(&str, &str, Key)> = Vec::new();
-        for (sid, s) in self.sessions_of(q.client_id.as_deref()) {
+        let (sessions, next) = self.sessions_of(q.client_id.as_deref(), scan);
+        for (sid, s) in sessions {
             for (filter, entry) in &s.subscriptions {
                 let share = split_share(filter);
                 let plain = share.map_or(&**filter, |(_, f)| f);
@@ -192,7 +210,7 @@ impl Shard {
                 })
             })
             .collect();
-        AdminReply::Subscriptions { total, page }
+        AdminReply::Subscriptions { total, page, next }
     }
 
     /// Subscribes a connected client as if it had sent SUBSCRIBE without a SUBACK; the
