@@ -311,7 +311,6 @@ pub fn start(spec: ServeSpec, shutdown: Arc<AtomicBool>) -> io::Result<Running> 
                     slots,
                     drivers: drivers.clone(),
                     mesh: control_endpoint,
-                    data_dir: spec.storage.0.clone(),
                     listeners,
                     access,
                     metrics_auth: spec.metrics_auth,

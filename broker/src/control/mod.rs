@@ -1,15 +1,16 @@
 //! The control plane: one thread running a small tokio runtime that serves HTTP on
-//! `dashboard.listeners.http.bind` — for now the health check (`/status`, EMQX's
-//! `/api/v5/status`) and the Prometheus endpoint (`/metrics`, EMQX's
-//! `/api/v5/prometheus/stats`).
+//! `dashboard.listeners.http.bind` (and HTTPS on `dashboard.listeners.https.bind`): the health
+//! check (`/status`, EMQX's `/api/v5/status`), the Prometheus endpoint (`/metrics`, EMQX's
+//! `/api/v5/prometheus/stats`), the REST API v5 ([`api`]) behind access control
+//! ([`crate::access`]) and its OpenAPI document (`/api-docs`).
 //!
-//! It never touches a shard's state: each shard publishes a snapshot of its counters twice a
-//! second (`shard::driver::ShardSpec::metrics`), and a scrape reads the latest ones, so
-//! scraping costs the shards nothing.
+//! It never touches a shard's state. Figures come from the snapshot each shard publishes
+//! twice a second (`shard::driver::ShardSpec::metrics`), so a scrape costs the shards nothing;
+//! everything else is a request on the shards' rings ([`shards`]), answered by each shard
+//! between its other ring messages.
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 
@@ -75,8 +76,6 @@ pub struct PlaneSpec {
     pub drivers: Vec<&'static str>,
     /// The control plane's endpoint of the ring mesh (the last one).
     pub mesh: MeshEndpoint<ShardMsg>,
-    /// `node.data_dir`.
-    pub data_dir: PathBuf,
     /// The listeners that run.
     pub listeners: Vec<ListenerInfo>,
     /// The REST API's users and keys, opened.
@@ -111,8 +110,8 @@ pub(crate) struct Ctx {
 }
 
 /// Serves HTTP on `http` and HTTPS on `spec.https` (already bound; at least one) from its own
-/// thread. Opens the REST API's access control in `spec.data_dir` first, creating the first
-/// dashboard user if there is none.
+/// thread. The caller opens the REST API's access control (`spec.access`) before the shards
+/// start.
 pub fn start(http: Option<std::net::TcpListener>, spec: PlaneSpec) -> io::Result<Control> {
     let addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
     if let Some(l) = &http {
