@@ -59,7 +59,7 @@ const DIR: &str = "dashboard";
 const USERS_FILE: &str = "users.json";
 /// The API keys, under [`DIR`].
 const KEYS_FILE: &str = "api_keys.json";
-/// The generated first password, under [`DIR`].
+/// The generated first password, under `dashboard/` in the data directory.
 pub const INITIAL_PASSWORD_FILE: &str = "initial_admin_password";
 /// Serializes read-modify-write cycles of `users.json` between a broker and `broker admin`.
 const LOCK_FILE: &str = ".lock";

@@ -1,12 +1,12 @@
 //! The control plane: one thread running a small tokio runtime that serves HTTP on
 //! `dashboard.listeners.http.bind` (and HTTPS on `dashboard.listeners.https.bind`): the health
 //! check (`/status`, EMQX's `/api/v5/status`), the Prometheus endpoint (`/metrics`, EMQX's
-//! `/api/v5/prometheus/stats`), the REST API v5 ([`api`]) behind access control
+//! `/api/v5/prometheus/stats`), the REST API v5 (module `api`) behind access control
 //! ([`crate::access`]) and its OpenAPI document (`/api-docs`).
 //!
 //! It never touches a shard's state. Figures come from the snapshot each shard publishes
 //! twice a second (`shard::driver::ShardSpec::metrics`), so a scrape costs the shards nothing;
-//! everything else is a request on the shards' rings ([`shards`]), answered by each shard
+//! everything else is a request on the shards' rings (module `shards`), answered by each shard
 //! between its other ring messages.
 
 use std::io;
