@@ -1959,6 +1959,7 @@ impl Shard {
         session.conn = Some(conn);
         session.connected_at = wall_ms(self.clock, now);
         session.disconnected_at = None;
+        session.last_conn = None;
         c.clean_start = connect.clean_start;
         // A new connection replaces the will, and cancels a delayed one (3.1.2.5).
         session.will_at = None;
@@ -4103,6 +4104,13 @@ impl Shard {
         let reason = if c_normal { "normal" } else { c.close_reason };
         let username = c.username.clone();
         let peer = c.peer;
+        let last = crate::session::LastConn {
+            username: c.username.clone(),
+            peer: c.peer,
+            clean_start: c.clean_start,
+            keep_alive: keep_alive_secs(c.keep_alive, self.settings.keepalive_multiplier),
+            listener: c.listener,
+        };
         let Some(sid) = c.session.take() else { return };
         self.stats.connections_closed += 1;
         if self.settings.log_connections
@@ -4133,6 +4141,7 @@ impl Shard {
         }
         s.conn = None;
         s.disconnected_at = Some(wall_ms(self.clock, now));
+        s.last_conn = Some(Box::new(last));
         self.leave_shared(now, sid);
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
@@ -4615,6 +4624,13 @@ const SYS_SESSION: Key = Key::SYS;
 
 /// The Unix time (ms) at `now`, given the instant and Unix time of [`Shard::set_clock`] (0
 /// without one).
+/// The Keep Alive a connection asked for (seconds), from the timeout it runs with (Keep Alive
+/// × `mqtt.keepalive_multiplier`).
+fn keep_alive_secs(timeout: Duration, multiplier: f64) -> u16 {
+    let secs = timeout.as_secs_f64() / multiplier;
+    u16::try_from(secs.round() as u64).unwrap_or(u16::MAX)
+}
+
 fn wall_ms(clock: Option<(Instant, u64)>, now: Instant) -> u64 {
     clock.map_or(0, |(base, ms)| {
         ms + u64::try_from(now.saturating_duration_since(base).as_millis()).unwrap_or(0)

@@ -136,6 +136,24 @@ pub struct Session {
     pub connected_at: u64,
     /// When its connection ended (Unix ms), while offline.
     pub disconnected_at: Option<u64>,
+    /// Who its last connection was, while offline (for the REST API; boxed: only offline
+    /// sessions carry it, and a connection's end allocates it once).
+    pub last_conn: Option<Box<LastConn>>,
+}
+
+/// What the REST API shows of an offline session's last connection.
+#[derive(Debug, Clone)]
+pub struct LastConn {
+    /// Its User Name.
+    pub username: Option<MqttStr>,
+    /// Its address.
+    pub peer: std::net::SocketAddr,
+    /// Its Clean Start flag.
+    pub clean_start: bool,
+    /// Its Keep Alive (seconds).
+    pub keep_alive: u16,
+    /// The listener it came in on.
+    pub listener: &'static str,
 }
 
 /// A Will Message, copied out of the CONNECT that carried it.
@@ -191,6 +209,7 @@ impl Session {
             header_dirty: false,
             connected_at: 0,
             disconnected_at: None,
+            last_conn: None,
         }
     }
 

@@ -337,8 +337,9 @@ fn clients_are_listed_per_shard_with_filters_and_keep() {
         (q(|q| q.connected = Some(false)), ids(&["e-08"])),
         (q(|q| q.connected = Some(true)), everyone[..8].to_vec()),
         (
+            // e-08 is offline: what its last connection was still counts.
             q(|q| q.clean_start = Some(false)),
-            ids(&["c-01", "d-06", "d-07"]),
+            ids(&["c-01", "d-06", "d-07", "e-08"]),
         ),
         (
             q(|q| q.clean_start = Some(true)),
@@ -392,6 +393,18 @@ fn clients_are_listed_per_shard_with_filters_and_keep() {
     assert!(c04.connected_at < EPOCH_MS + 1_000, "{}", c04.connected_at);
     let e08 = client_info(&mut sim, "e-08").unwrap();
     assert!(!e08.connected);
+    // Offline, it shows its last connection: address, clean start, keep alive.
+    let e08_ip = e08
+        .peer
+        .expect("an offline session keeps its last address")
+        .ip();
+    assert!(!e08.clean_start);
+    assert_eq!(e08.keepalive, 60, "Connect::new's default keep alive");
+    let by_ip = ClientQuery {
+        ip_address: Some(e08_ip),
+        ..ClientQuery::default()
+    };
+    assert_eq!(matching(&mut sim, &by_ip), ids(&["e-08"]));
     assert_eq!(e08.subscriptions, 1);
     assert_eq!(e08.expiry_interval, 900);
     assert_eq!(e08.shard, 1);

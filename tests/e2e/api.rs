@@ -926,6 +926,10 @@ fn clients_are_listed_with_paging_and_filters() {
     let off = entry(&offline);
     assert_eq!(off["connected"], false);
     assert!(off["disconnected_at"].is_string(), "{off}");
+    // Offline, the session shows its last connection, as EMQX does.
+    assert_eq!(off["username"], "u-gone", "{off}");
+    assert_eq!(off["ip_address"], "127.0.0.1", "{off}");
+    assert_eq!(off["clean_start"], false, "{off}");
 
     let odd = ids(&(0..25).filter(|i| i % 2 == 1).collect::<Vec<_>>());
     let even = ids(&(0..25).filter(|i| i % 2 == 0).collect::<Vec<_>>());
@@ -943,7 +947,9 @@ fn clients_are_listed_with_paging_and_filters() {
         (vec![("username", "u-odd-7")], ids(&[7])),
         (vec![("username", "u-odd")], vec![]),
         (vec![("like_username", "odd")], odd.clone()),
-        (vec![("like_username", "u-")], connected.clone()),
+        // The offline session's last user name counts too.
+        (vec![("like_username", "u-")], everyone.clone()),
+        (vec![("username", "u-gone")], vec![offline.clone()]),
         (vec![("like_clientid", &teen_prefix)], teens.clone()),
         (vec![("like_clientid", "-1")], teens.clone()),
         (vec![("clientid", &id4)], ids(&[4])),
@@ -956,11 +962,16 @@ fn clients_are_listed_with_paging_and_filters() {
             vec![("clean_start", "false"), ("conn_state", "connected")],
             persistent.clone(),
         ),
+        (
+            vec![("clean_start", "false"), ("conn_state", "disconnected")],
+            vec![offline.clone()],
+        ),
         (vec![("clean_start", "true")], clean.clone()),
         (
             vec![("ip_address", "127.0.0.1"), ("conn_state", "connected")],
             connected.clone(),
         ),
+        (vec![("ip_address", "127.0.0.1")], everyone.clone()),
         (vec![("ip_address", "10.1.2.3")], vec![]),
         (vec![("ip_address", "::1")], vec![]),
         (

@@ -85,10 +85,9 @@ impl Shard {
         let mut matched: Vec<(&str, Key)> = Vec::new();
         let (sessions, next) = self.sessions_of(q.client_id.as_deref(), scan);
         for (sid, s) in sessions {
-            let conn = s.conn.and_then(|c| self.conns.get(c));
-            let connected = conn.is_some();
-            let username = conn.and_then(|c| c.username.as_deref());
-            if q.connected.is_some_and(|want| want != connected)
+            let who = self.who(s);
+            let username = who.username;
+            if q.connected.is_some_and(|want| want != who.connected)
                 || q.username.as_deref().is_some_and(|u| username != Some(u))
                 || q.like_username
                     .as_deref()
@@ -97,9 +96,8 @@ impl Shard {
                     .as_deref()
                     .is_some_and(|c| !s.client_id.contains(c))
                 || q.ip_address
-                    .is_some_and(|ip| conn.is_none_or(|c| c.peer.ip() != ip))
-                || q.clean_start
-                    .is_some_and(|cs| conn.is_none_or(|c| c.clean_start != cs))
+                    .is_some_and(|ip| who.peer.is_none_or(|p| p.ip() != ip))
+                || q.clean_start.is_some_and(|cs| who.clean_start != Some(cs))
                 || q.proto_ver.is_some_and(|v| proto_ver(s.version) != v)
                 || q.gte_connected_at.is_some_and(|t| s.connected_at < t)
                 || q.lte_connected_at.is_some_and(|t| s.connected_at > t)
@@ -116,22 +114,54 @@ impl Shard {
         AdminReply::Clients { total, page, next }
     }
 
+    /// Who `s`'s connection is, or was while offline (nothing known of a session restored from
+    /// the log that has not connected since).
+    fn who<'a>(&'a self, s: &'a crate::session::Session) -> Who<'a> {
+        if let Some(c) = s.conn.and_then(|c| self.conns.get(c)) {
+            return Who {
+                connected: true,
+                username: c.username.as_deref(),
+                peer: Some(c.peer),
+                clean_start: Some(c.clean_start),
+                keep_alive: super::keep_alive_secs(
+                    c.keep_alive,
+                    self.settings.keepalive_multiplier,
+                ),
+                listener: c.listener,
+            };
+        }
+        match s.last_conn.as_deref() {
+            Some(l) => Who {
+                connected: false,
+                username: l.username.as_deref(),
+                peer: Some(l.peer),
+                clean_start: Some(l.clean_start),
+                keep_alive: l.keep_alive,
+                listener: l.listener,
+            },
+            None => Who {
+                connected: false,
+                username: None,
+                peer: None,
+                clean_start: None,
+                keep_alive: 0,
+                listener: "tcp",
+            },
+        }
+    }
+
     fn client_info(&self, sid: Key) -> Option<ClientInfo> {
         let s = self.sessions.get(sid)?;
-        let conn = s.conn.and_then(|c| self.conns.get(c));
+        let who = self.who(s);
         Some(ClientInfo {
             client_id: s.client_id.to_string(),
-            username: conn.and_then(|c| c.username.as_deref().map(str::to_owned)),
-            peer: conn.map(|c| c.peer),
-            listener: conn.map_or("tcp", |c| c.listener),
+            username: who.username.map(str::to_owned),
+            peer: who.peer,
+            listener: who.listener,
             proto_ver: proto_ver(s.version),
-            // The connection keeps the timeout (Keep Alive × `mqtt.keepalive_multiplier`).
-            keepalive: conn.map_or(0, |c| {
-                let secs = c.keep_alive.as_secs_f64() / self.settings.keepalive_multiplier;
-                u16::try_from(secs.round() as u64).unwrap_or(u16::MAX)
-            }),
-            clean_start: conn.is_some_and(|c| c.clean_start),
-            connected: conn.is_some(),
+            keepalive: who.keep_alive,
+            clean_start: who.clean_start.unwrap_or(false),
+            connected: who.connected,
             connected_at: s.connected_at,
             disconnected_at: s.disconnected_at,
             expiry_interval: u32::try_from(s.expiry_interval.as_secs()).unwrap_or(u32::MAX),
@@ -339,6 +369,16 @@ impl Shard {
             Err(_) => false,
         }
     }
+}
+
+/// What the REST API shows of a session's current or last connection.
+struct Who<'a> {
+    connected: bool,
+    username: Option<&'a str>,
+    peer: Option<std::net::SocketAddr>,
+    clean_start: Option<bool>,
+    keep_alive: u16,
+    listener: &'static str,
 }
 
 /// The protocol level of `v`: 3, 4 or 5.
