@@ -4141,7 +4141,6 @@ impl Shard {
         }
         s.conn = None;
         s.disconnected_at = Some(wall_ms(self.clock, now));
-        s.last_conn = Some(Box::new(last));
         self.leave_shared(now, sid);
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
@@ -4171,6 +4170,8 @@ impl Shard {
         if s.expiry_interval.is_zero() {
             self.discard_session(now, sid);
         } else {
+            // Kept offline: what its connection was, for the REST API.
+            s.last_conn = Some(Box::new(last));
             let at = now + s.expiry_interval;
             s.expires_at = Some(at);
             self.arm(at, Timer::SessionExpiry(sid));
