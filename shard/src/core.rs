@@ -1659,7 +1659,9 @@ impl Shard {
             Packet::PubRec(a) => self.on_pubrec(now, conn, session, a),
             Packet::PubRel(a) => self.on_pubrel(conn, session, a.packet_id),
             Packet::PubComp(a) => self.on_pubcomp(now, session, a.packet_id),
-            Packet::Subscribe(s) => self.on_subscribe(conn, session, s, true),
+            Packet::Subscribe(s) => {
+                self.on_subscribe(conn, session, s, true);
+            }
             Packet::Unsubscribe(u) => self.on_unsubscribe(conn, session, u),
             Packet::PingReq => self.send(conn, &Packet::PingResp),
             Packet::Disconnect(d) => self.on_disconnect(conn, session, d),
@@ -3232,7 +3234,16 @@ impl Shard {
 
     /// Handles a SUBSCRIBE; `reply` is false for the broker's own (auto-subscribe), which gets
     /// no SUBACK.
-    fn on_subscribe(&mut self, conn: Key, sid: Key, sub: Subscribe, reply: bool) {
+    ///
+    /// Returns the first filter's reason code, or `None` when the answer waits for an
+    /// exclusive subscription's lock.
+    fn on_subscribe(
+        &mut self,
+        conn: Key,
+        sid: Key,
+        sub: Subscribe,
+        reply: bool,
+    ) -> Option<ReasonCode> {
         let lane = self.conns.get(conn).map_or(0, |c| c.lane);
         let mut announced = false;
         let mut retained_for: Vec<(MqttStr, SubEntry)> = Vec::new();
@@ -3324,6 +3335,7 @@ impl Shard {
             };
             codes.push(rc);
         }
+        let first = codes.first().copied();
         let ack = SubAck {
             packet_id: sub.packet_id,
             reason_codes: codes,
@@ -3362,7 +3374,7 @@ impl Shard {
                     announced,
                 },
             );
-            return;
+            return None;
         }
         let retained = match self.sessions.get(sid) {
             Some(s) if !retained_for.is_empty() => Some(Box::new(RetainWanted {
@@ -3389,6 +3401,7 @@ impl Shard {
                 self.query_retained(*r);
             }
         }
+        first
     }
 
     /// Subscribes a client that just connected to the `auto_subscribe.topics` filters, as if

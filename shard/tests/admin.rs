@@ -985,3 +985,27 @@ fn listings_walk_the_sessions_in_bounded_steps() {
         assert_eq!(subs, steps);
     }
 }
+
+/// A subscription the broker refuses is answered with SUBACK's reason code.
+#[test]
+fn a_refused_subscription_answers_its_reason_code() {
+    let mut st = settings();
+    st.shared_subscription = false;
+    st.wildcard_subscription = false;
+    let mut sim = Sim::new(1, st);
+    let (_a, ack) = sim.connect_with(0, connect_as(ProtocolVersion::V5, "a", None, true, None));
+    assert!(ack.reason_code.is_success());
+    let op = |filter: &str| AdminOp::Subscribe {
+        client_id: "a".into(),
+        filter: filter.into(),
+        options: opts(QoS::AtLeastOnce),
+    };
+    let code = |r: AdminReply| match r {
+        AdminReply::Subscribed(c) => c,
+        other => panic!("not a Subscribed answer: {other:?}"),
+    };
+    assert_eq!(code(ask(&mut sim, 0, op("$share/g/t"))), Some(0x9E));
+    assert_eq!(code(ask(&mut sim, 0, op("t/#"))), Some(0xA2));
+    assert_eq!(code(ask(&mut sim, 0, op("t/a"))), Some(1));
+    assert_eq!(code(ask(&mut sim, 0, op("t/#/x"))), Some(0x8F));
+}

@@ -267,12 +267,13 @@ impl Shard {
                 options,
             }],
         };
-        self.on_subscribe(conn, sid, sub, false);
+        // An exclusive subscription's lock answers later: reported as granted at the QoS
+        // asked for (capped), as its SUBACK would be once the lock is taken.
+        let granted = ReasonCode(options.qos.min(self.settings.max_qos_allowed) as u8);
         Some(
-            self.sessions
-                .get(sid)
-                .and_then(|s| s.subscriptions.get(&MqttStr::from(filter.to_owned())))
-                .map_or(ReasonCode::UNSPECIFIED_ERROR.0, |e| e.options.qos as u8),
+            self.on_subscribe(conn, sid, sub, false)
+                .unwrap_or(granted)
+                .0,
         )
     }
 
