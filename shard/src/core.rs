@@ -2374,7 +2374,7 @@ impl Shard {
             session: sid,
         };
         self.next_message += 1;
-        let id = (u64::from(self.id) << 48) | (self.next_message & ((1 << 48) - 1));
+        let id = self.last_message_id();
         match Message::new(id, p, origin, now) {
             Ok(msg) => {
                 let retain = msg.retain && self.settings.retain_available;
@@ -2401,6 +2401,11 @@ impl Shard {
                 (false, false)
             }
         }
+    }
+
+    /// The id of the message accepted last: the shard in the top 16 bits, its sequence below.
+    fn last_message_id(&self) -> u64 {
+        (u64::from(self.id) << 48) | (self.next_message & ((1 << 48) - 1))
     }
 
     /// Publishes a session's will (3.1.2.5).

@@ -158,7 +158,7 @@ fn take_page<T, K: Ord>(
     limit: usize,
     key: impl Fn(&T) -> K,
 ) -> Vec<T> {
-    all.sort_by_key(|a| key(a));
+    all.sort_by_cached_key(|a| key(a));
     all.into_iter()
         .skip((page - 1) * limit)
         .take(limit)
@@ -215,7 +215,7 @@ fn node_info(ctx: &Ctx) -> Node {
         shards: ctx.slots.len(),
         drivers: ctx.drivers.iter().map(|d| (*d).to_owned()).collect(),
         max_fds: max_fds(),
-        memory_used: rss_bytes(),
+        memory_used: super::prom::rss_bytes().unwrap_or(0),
         memory_total: mem_total(),
         load1: l.next().unwrap_or(0.0),
         load5: l.next().unwrap_or(0.0),
@@ -234,15 +234,6 @@ fn max_fds() -> u64 {
     } else {
         0
     }
-}
-
-fn rss_bytes() -> u64 {
-    // SAFETY: sysconf has no memory effects.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * u64::try_from(page).unwrap_or(4096))
 }
 
 fn mem_total() -> u64 {

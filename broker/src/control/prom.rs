@@ -363,81 +363,66 @@ fn render_shards(out: &mut String, snaps: &[(usize, Arc<SysSnapshot>)]) {
             let _ = writeln!(out, "{}{{shard=\"{i}\"}} {}", f.name, (f.value)(s));
         }
     }
-    header(
+    labelled(
         out,
-        "broker_packets_received_total",
+        ("broker_packets_received_total", "counter"),
         "MQTT packets decoded, by type (their sum is every packet).",
-        "counter",
+        "type",
+        snaps,
+        |s, emit| {
+            for (t, n) in RECEIVED_TYPES {
+                emit(t, s.stats.packets_received_by_type[*n]);
+            }
+        },
     );
-    for (i, s) in snaps {
-        for (t, n) in RECEIVED_TYPES {
-            let v = s.stats.packets_received_by_type[*n];
-            let _ = writeln!(
-                out,
-                "broker_packets_received_total{{shard=\"{i}\",type=\"{t}\"}} {v}"
-            );
-        }
-    }
-    header(
+    labelled(
         out,
-        "broker_packets_sent_total",
+        ("broker_packets_sent_total", "counter"),
         "MQTT packets encoded, by type (their sum is every packet).",
-        "counter",
+        "type",
+        snaps,
+        |s, emit| {
+            for (t, n) in SENT_TYPES {
+                emit(t, s.stats.packets_sent_by_type[*n]);
+            }
+        },
     );
-    for (i, s) in snaps {
-        for (t, n) in SENT_TYPES {
-            let v = s.stats.packets_sent_by_type[*n];
-            let _ = writeln!(
-                out,
-                "broker_packets_sent_total{{shard=\"{i}\",type=\"{t}\"}} {v}"
-            );
-        }
-    }
-    header(
+    labelled(
         out,
-        "broker_messages_dropped_total",
+        ("broker_messages_dropped_total", "counter"),
         "Messages and deliveries dropped, by reason.",
-        "counter",
+        "reason",
+        snaps,
+        |s, emit| {
+            for (r, value) in DROP_REASONS {
+                emit(r, value(&s.stats));
+            }
+        },
     );
-    for (i, s) in snaps {
-        for (r, value) in DROP_REASONS {
-            let v = value(&s.stats);
-            let _ = writeln!(
-                out,
-                "broker_messages_dropped_total{{shard=\"{i}\",reason=\"{r}\"}} {v}"
-            );
-        }
-    }
-    header(
+    labelled(
         out,
-        "broker_listener_connections",
+        ("broker_listener_connections", "gauge"),
         "Open connections, by listener.",
-        "gauge",
+        "listener",
+        snaps,
+        |s, emit| {
+            for l in &s.driver.listeners {
+                emit(&l.id, l.connections);
+            }
+        },
     );
-    for (i, s) in snaps {
-        for l in &s.driver.listeners {
-            let _ = writeln!(
-                out,
-                "broker_listener_connections{{shard=\"{i}\",listener=\"{}\"}} {}",
-                l.id, l.connections
-            );
-        }
-    }
-    header(
+    labelled(
         out,
-        "broker_listener_accepted_total",
+        ("broker_listener_accepted_total", "counter"),
         "Connections accepted, by listener.",
-        "counter",
+        "listener",
+        snaps,
+        |s, emit| {
+            for l in &s.driver.listeners {
+                emit(&l.id, l.accepted);
+            }
+        },
     );
-    for (i, s) in snaps {
-        for l in &s.driver.listeners {
-            let _ = writeln!(
-                out,
-                "broker_listener_accepted_total{{shard=\"{i}\",listener=\"{}\"}} {}",
-                l.id, l.accepted
-            );
-        }
-    }
     let delivery = snaps
         .iter()
         .filter_map(|(i, s)| Some((*i, s.delivery_latency.as_deref()?)));
@@ -459,6 +444,24 @@ fn render_shards(out: &mut String, snaps: &[(usize, Arc<SysSnapshot>)]) {
         LAG_BUCKETS,
         lag,
     );
+}
+
+/// A family with a second label next to `shard`: `samples` passes each (label value, value)
+/// of a shard's snapshot to its `emit`.
+fn labelled(
+    out: &mut String,
+    (name, kind): (&str, &str),
+    help: &str,
+    label: &str,
+    snaps: &[(usize, Arc<SysSnapshot>)],
+    samples: impl Fn(&SysSnapshot, &mut dyn FnMut(&str, u64)),
+) {
+    header(out, name, help, kind);
+    for (i, s) in snaps {
+        samples(s, &mut |value: &str, v: u64| {
+            let _ = writeln!(out, "{name}{{shard=\"{i}\",{label}=\"{value}\"}} {v}");
+        });
+    }
 }
 
 fn header(out: &mut String, name: &str, help: &str, kind: &str) {
@@ -492,12 +495,7 @@ fn histogram<'a>(
 
 fn process_metrics(out: &mut String) {
     // SAFETY: sysconf has no memory effects.
-    let (ticks, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_CLK_TCK),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
         && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
     {
@@ -512,16 +510,10 @@ fn process_metrics(out: &mut String) {
             );
         }
     }
-    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
-        && let Some(rss) = statm
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse::<i64>().ok())
-    {
+    if let Some(rss) = rss_bytes() {
         let _ = writeln!(
             out,
-            "# HELP process_resident_memory_bytes Resident set size.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {}",
-            rss * page
+            "# HELP process_resident_memory_bytes Resident set size.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
         );
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
@@ -531,6 +523,15 @@ fn process_metrics(out: &mut String) {
             fds.count()
         );
     }
+}
+
+/// The process's resident set size in bytes (`/proc/self/statm`).
+pub(super) fn rss_bytes() -> Option<u64> {
+    // SAFETY: sysconf has no memory effects.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page)
 }
 
 #[cfg(test)]

@@ -74,6 +74,16 @@ impl Shards {
 
     /// Asks shard `shard`.
     pub(crate) async fn ask(&self, shard: usize, op: AdminOp) -> Result<AdminReply, ApiError> {
+        let rx = self.send(shard, op).await?;
+        answer(rx).await
+    }
+
+    /// Queues `op` for `shard`; the answer comes on the receiver.
+    async fn send(
+        &self,
+        shard: usize,
+        op: AdminOp,
+    ) -> Result<oneshot::Receiver<AdminReply>, ApiError> {
         let (tx, rx) = oneshot::channel();
         let req = AdminRequest::new(op, move |reply| {
             let _ = tx.send(reply);
@@ -82,11 +92,7 @@ impl Shards {
             .send((shard, ShardMsg::Admin(Box::new(req))))
             .await
             .map_err(|_| ApiError::unavailable("the broker is stopping"))?;
-        match tokio::time::timeout(TIMEOUT, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(ApiError::unavailable("the shard dropped the request")),
-            Err(_) => Err(ApiError::unavailable("the shard did not answer in time")),
-        }
+        Ok(rx)
     }
 
     /// Walks every shard's sessions in steps of [`SCAN_SLOTS`]: asks `op(step)` until the
@@ -125,24 +131,21 @@ impl Shards {
     pub(crate) async fn ask_all(&self, op: AdminOp) -> Result<Vec<AdminReply>, ApiError> {
         let mut waits = Vec::with_capacity(self.count);
         for shard in 0..self.count {
-            let (tx, rx) = oneshot::channel();
-            let req = AdminRequest::new(op.clone(), move |reply| {
-                let _ = tx.send(reply);
-            });
-            self.tx
-                .send((shard, ShardMsg::Admin(Box::new(req))))
-                .await
-                .map_err(|_| ApiError::unavailable("the broker is stopping"))?;
-            waits.push(rx);
+            waits.push(self.send(shard, op.clone()).await?);
         }
         let mut replies = Vec::with_capacity(self.count);
         for rx in waits {
-            match tokio::time::timeout(TIMEOUT, rx).await {
-                Ok(Ok(reply)) => replies.push(reply),
-                Ok(Err(_)) => return Err(ApiError::unavailable("a shard dropped the request")),
-                Err(_) => return Err(ApiError::unavailable("a shard did not answer in time")),
-            }
+            replies.push(answer(rx).await?);
         }
         Ok(replies)
+    }
+}
+
+/// A shard's answer, or 503 when it dropped the request or took longer than [`TIMEOUT`].
+async fn answer(rx: oneshot::Receiver<AdminReply>) -> Result<AdminReply, ApiError> {
+    match tokio::time::timeout(TIMEOUT, rx).await {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(_)) => Err(ApiError::unavailable("a shard dropped the request")),
+        Err(_) => Err(ApiError::unavailable("a shard did not answer in time")),
     }
 }

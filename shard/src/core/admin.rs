@@ -320,17 +320,14 @@ impl Shard {
         publish.qos = p.qos;
         publish.retain = p.retain;
         publish.properties = p.properties;
-        let before = self.next_message;
         let matched = self.publish_message(now, API_SESSION, publish);
         if !matched {
             self.stats.dropped_no_subscribers += 1;
         }
-        let id = if self.next_message != before {
-            (u64::from(self.id) << 48) | (self.next_message & ((1 << 48) - 1))
-        } else {
-            0
-        };
-        AdminReply::Published { matched, id }
+        AdminReply::Published {
+            matched,
+            id: self.last_message_id(),
+        }
     }
 
     fn admin_retained(&self, now: Instant, only: Option<&str>, keep: usize) -> AdminReply {
